@@ -148,13 +148,13 @@ def _runs(tracks: Tracks, name: str) -> tuple[np.ndarray, np.ndarray]:
     return run, f[new]
 
 
-def _by_frame(frame: np.ndarray, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices grouped by frame: rows (n_frames, P) int64 (-1 padding, real entries first), counts (n_frames,)."""
-    counts = np.bincount(frame, minlength=n_frames)
-    rows = np.full((n_frames, max(int(counts.max(initial=0)), 1)), -1, np.int64)
-    order = np.argsort(frame, kind="stable")
+def _group_rows(group: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices by group (frame or segment): rows (n_groups, P) int64 (-1 padding, real entries first), counts."""
+    counts = np.bincount(group, minlength=n_groups)
+    rows = np.full((n_groups, max(int(counts.max(initial=0)), 1)), -1, np.int64)
+    order = np.argsort(group, kind="stable")
     first = np.cumsum(counts) - counts
-    rows[frame[order], np.arange(frame.size) - first[frame[order]]] = order
+    rows[group[order], np.arange(group.size) - first[group[order]]] = order
     return rows, counts
 
 
@@ -171,8 +171,8 @@ def _associate(group_pred: np.ndarray, group_ref: np.ndarray, pred_doa: np.ndarr
     group_*: (n,) group index per row; *_doa: (n, 3) unit vectors. Returns (pred_idx (K,), ref_idx (K,),
     dist (K,) degrees, m (n_groups,), n (n_groups,)) over all groups, pairs in group order.
     """
-    prow, m = _by_frame(group_pred, n_groups)
-    rrow, n = _by_frame(group_ref, n_groups)
+    prow, m = _group_rows(group_pred, n_groups)
+    rrow, n = _group_rows(group_ref, n_groups)
     both = np.nonzero((m > 0) & (n > 0))[0]
     pi_all, ri_all, d_all = [], [], []
     if both.size:
