@@ -1,0 +1,76 @@
+"""DOAnet builder (DESIGN 4): shapes, unit vectors, variable T, normalisation, .keras round trip."""
+import keras
+import numpy as np
+import pytest
+
+from dtbt_tf.config import ConfigError, DoanetConfig
+from dtbt_tf.models.doanet import build_doanet
+
+SMALL = dict(conv_filters=8, rnn_units=8, fc_units=8)
+
+
+@pytest.mark.parametrize("fmt,n_max", [("foa", 2), ("mic", 3)])
+def test_shapes_unit_vectors_and_variable_length(fmt, n_max):
+    cfg = DoanetConfig(fmt=fmt, n_max=n_max, **SMALL)
+    model = build_doanet(cfg)
+    assert model.input_shape == (None, None, 64, cfg.n_channels)
+    rng = np.random.default_rng(0)
+    for T in (20, 35):
+        out = model(rng.standard_normal((2, T, 64, cfg.n_channels)).astype(np.float32))
+        assert set(out) == {"doa", "activity"}
+        assert out["doa"].shape == (2, T // 5, n_max, 3)
+        assert out["activity"].shape == (2, T // 5, n_max)
+        np.testing.assert_allclose(np.linalg.norm(out["doa"], axis=-1), 1.0, atol=1e-5)
+        act = out["activity"].numpy()
+        assert np.all((act > 0) & (act < 1))
+
+
+def test_paper_architecture_layers():
+    model = build_doanet(DoanetConfig())
+    assert [model.get_layer(f"conv{k}").filters for k in range(3)] == [128, 128, 128]
+    assert [model.get_layer(f"pool{k}").pool_size for k in range(3)] == [(5, 2), (1, 2), (1, 2)]
+    assert model.get_layer("flatten_freq").output.shape[-1] == 8 * 128
+    assert model.get_layer("bigru0").output.shape[-1] == 256
+    assert model.get_layer("gru_product").output.shape[-1] == 128
+    assert model.get_layer("doa_out").units == 6 and model.get_layer("activity").units == 2
+    assert not any(isinstance(layer, (keras.layers.Lambda, keras.layers.TimeDistributed)) for layer in model.layers)
+
+
+def test_dropout_is_configurable():
+    x = np.random.default_rng(1).standard_normal((1, 25, 64, 7)).astype(np.float32)
+    model = build_doanet(DoanetConfig(dropout=0.5, **SMALL))
+    assert any(isinstance(layer, keras.layers.Dropout) for layer in model.layers)
+    np.testing.assert_allclose(model(x)["doa"], model(x)["doa"])  # inference is deterministic
+    assert not np.allclose(model(x, training=True)["doa"], model(x)["doa"])
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in build_doanet(DoanetConfig(**SMALL)).layers)
+
+
+def test_normalization_layer_and_keras_round_trip(tmp_path):
+    cfg = DoanetConfig(fmt="mic", **SMALL)
+    rng = np.random.default_rng(2)
+    mean = rng.standard_normal((64, 10)).astype(np.float32)
+    std = rng.uniform(0.5, 2.0, (64, 10)).astype(np.float32)
+    model = build_doanet(cfg, mean, std)
+    raw = (mean + std * rng.standard_normal((1, 25, 64, 10))).astype(np.float32)
+    norm = model.get_layer("normalization")(raw).numpy()
+    np.testing.assert_allclose(norm, (raw - mean) / std, rtol=1e-4, atol=1e-4)
+    # the normalised-input model equals an un-normalised twin fed normalised features
+    plain = build_doanet(cfg)
+    plain.set_weights(model.get_weights())  # the statistics are constants of the layer, not weights
+    np.testing.assert_allclose(plain(norm)["doa"], model(raw)["doa"], atol=1e-5)
+    path = tmp_path / "m.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for k in ("doa", "activity"):
+        np.testing.assert_allclose(loaded(raw)[k], model(raw)[k], atol=1e-6)
+
+
+def test_bad_configs():
+    with pytest.raises(ConfigError, match="shape"):
+        build_doanet(DoanetConfig(**SMALL), np.zeros((64, 10)), np.ones((64, 10)))
+    with pytest.raises(ConfigError, match="std > 0"):
+        build_doanet(DoanetConfig(**SMALL), np.zeros((64, 7)), np.zeros((64, 7)))
+    with pytest.raises(ConfigError, match="both"):
+        build_doanet(DoanetConfig(**SMALL), np.zeros((64, 7)))
+    with pytest.raises(ConfigError, match="divisible"):
+        build_doanet(DoanetConfig(n_mels=36, **SMALL))
