@@ -48,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"interrupted: rerun the same command to resume from {args.out}.partial", file=sys.stderr)
+        return 130
     print(f"{args.out}: {summary['new_mixes']} new two-source training recordings "
           f"({summary['train_ov2_original']} original ov2 -> {summary['train_two_source_total']}), "
           f"{summary['rescaled']} scaled down against clipping")

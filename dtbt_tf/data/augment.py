@@ -16,14 +16,13 @@ by its formats; the summary counts these rescales. Note that each mix carries th
 
 Restartable: the job works in `out + ".partial"` (each file written to a temporary name, then renamed), records each
 finished mix in a progress log there, and renames the folder to `out` only when everything, including
-`augment_summary.json`, is written. A rerun with the same settings resumes a `.partial` folder and returns at once
-for a finished `out`. Bad input is detected before anything is written (DataError, one line naming the file).
+`augment_summary.json`, is written. A rerun with the same settings resumes a `.partial` folder (assuming the source
+files did not change meanwhile) and returns at once for a finished `out`. Bad input is detected before anything is written (DataError, one line naming the file).
 Hard links share storage with the source dataset: edit an output file in place and the original changes too.
 """
 from __future__ import annotations
 
 import dataclasses
-import errno
 import json
 import logging
 import os
@@ -204,9 +203,8 @@ def _link_or_copy(src: str, dst: str) -> bool:
     try:
         os.link(src, dst)
         return True
-    except OSError as e:
-        if e.errno == errno.EEXIST:
-            raise
+    except OSError:  # other file system, no permission, no hard links
+        pass
     tmp = f"{dst}.tmp{os.getpid()}"
     shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
@@ -340,7 +338,10 @@ def augment_dataset(root: str, out: str, factor: int = 4, formats: tuple[str, ..
         else:
             n_tmp = _remove_temp_files(partial)
             logger.info("%s: resuming (%d stale temporary files removed)", partial, n_tmp)
-    os.makedirs(partial, exist_ok=True)
+    try:
+        os.makedirs(partial, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{partial}: cannot create ({e.strerror})") from None
     if not os.path.isfile(plan_path):
         atomic_write_text(plan_path, json.dumps(plan))
 
