@@ -229,6 +229,13 @@ def test_factor_one_only_copies(source, tmp_path):
     assert got.pop(augment.SUMMARY_NAME) and got == tree_hashes(source)
 
 
+def test_plan_pairs_refuses_more_than_distinct_pairs():
+    groups = {(3, 1): ["a", "b", "c"], (4, 1): ["d", "e"], (4, 2): ["f"]}
+    assert len(augment.plan_pairs(groups, 4, seed=0)) == 4
+    with pytest.raises(dcase.DataError, match="cannot make 5 distinct mixes"):
+        augment.plan_pairs(groups, 5, seed=0)
+
+
 def test_merge_metadata_rejects_three_events():
     a = _meta([(0, 1, 0, 0, 0), (0, 2, 0, 90, 0)])
     b = _meta([(0, 1, 0, 45, 0)])
@@ -297,7 +304,7 @@ def _break_mic_twin(root):
 ])  # the intact dataset: folds 1-6 with 2 ov1 + 1 ov2 each -> 4 distinct pairs, --factor 2 needs 4
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, breaker, args):
     root = make_dataset(tmp_path / "data", n_ov1=(2,), n_ov2=1)
-    expect = breaker(root) if breaker else (["cannot make 32 distinct mixes", "only 4"] if "9" in args
+    expect = breaker(root) if breaker else (["needs 32 new mixes", "only 4 distinct", "largest possible --factor is 2"] if "9" in args
                                             else ["factor must be an integer >= 1"])
     out = str(tmp_path / "out")
     proc = subprocess.run([sys.executable, CLI, "--data", root, "--out", out, "--no-progress", "--factor", "2", *args],

@@ -318,6 +318,11 @@ def augment_dataset(root: str, out: str, factor: int = 4, formats: tuple[str, ..
         groups.setdefault((b[formats[0]].fold, b[formats[0]].room), []).append(stem)
     sample_rate = {k: _check_group_audio([ov1[s] for s in sorted(v)]) for k, v in groups.items()}
     metas = {s: _load_single_source(b[formats[0]]) for s, b in sorted(ov1.items())}
+    available = sum(len(v) * (len(v) - 1) // 2 for v in groups.values())
+    if n_new > available:
+        raise DataError(f"{root}: --factor {factor} needs {n_new} new mixes ({factor - 1} x {n_ov2} ov2 training "
+                        f"recordings) but the ov1 training recordings give only {available} distinct same-fold, "
+                        f"same-room pairs; the largest possible --factor is {1 + available // max(n_ov2, 1)}")
     pairs = plan_pairs(groups, n_new, seed)
     start = max(MIX_START, max(r.mix for f in formats for r in recs[f]) + 1)
     mixes = [Mix(format_name(fold, room, start + i, 2), fold, room, start + i, a, b)
