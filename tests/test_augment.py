@@ -304,8 +304,12 @@ def _break_mic_twin(root):
 ])  # the intact dataset: folds 1-6 with 2 ov1 + 1 ov2 each -> 4 distinct pairs, --factor 2 needs 4
 def test_bad_input_one_line_exit_2_nothing_written(tmp_path, breaker, args):
     root = make_dataset(tmp_path / "data", n_ov1=(2,), n_ov2=1)
-    expect = breaker(root) if breaker else (["needs 32 new mixes", "only 4 distinct", "largest possible --factor is 2"] if "9" in args
-                                            else ["factor must be an integer >= 1"])
+    if breaker:
+        expect = breaker(root)
+    elif "9" in args:
+        expect = ["needs 32 new mixes", "only 4 distinct", "largest possible --factor is 2"]
+    else:
+        expect = ["factor must be an integer >= 1"]
     out = str(tmp_path / "out")
     proc = subprocess.run([sys.executable, CLI, "--data", root, "--out", out, "--no-progress", "--factor", "2", *args],
                           capture_output=True, text=True, cwd=ROOT_DIR, timeout=120)

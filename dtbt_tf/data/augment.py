@@ -17,7 +17,8 @@ by its formats; the summary counts these rescales. Note that each mix carries th
 Restartable: the job works in `out + ".partial"` (each file written to a temporary name, then renamed), records each
 finished mix in a progress log there, and renames the folder to `out` only when everything, including
 `augment_summary.json`, is written. A rerun with the same settings resumes a `.partial` folder (assuming the source
-files did not change meanwhile) and returns at once for a finished `out`. Bad input is detected before anything is written (DataError, one line naming the file).
+files did not change meanwhile) and returns at once for a finished `out`. Bad input is detected before anything is
+written (DataError, one line naming the file).
 Hard links share storage with the source dataset: edit an output file in place and the original changes too.
 """
 from __future__ import annotations
@@ -81,7 +82,8 @@ def round_robin_pairs(items: list) -> list[tuple]:
     return pairs
 
 
-def plan_pairs(groups: dict[tuple[int, int], list[str]], n_new: int, seed: int) -> list[tuple[tuple[int, int], str, str]]:
+def plan_pairs(groups: dict[tuple[int, int], list[str]], n_new: int,
+               seed: int) -> list[tuple[tuple[int, int], str, str]]:
     """Choose `n_new` distinct same-group pairs: ((fold, room), stem_a, stem_b) in group order.
 
     Each group's stems are shuffled with `seed`, then paired round-robin; mixes go one at a time to the group whose
