@@ -102,3 +102,11 @@ def test_discover_splits_and_audio_checks(tmp_path):
     dcase.write_audio(bad, np.zeros((100, 4)), 16000)
     with pytest.raises(dcase.DataError, match="16000"):
         dcase.load_audio(bad)
+
+
+def test_eval_folder_mix_names_get_fold_zero(tmp_path):
+    root = tmp_path / "ds"
+    (root / "foa_eval").mkdir(parents=True)
+    dcase.write_audio(str(root / "foa_eval" / "mix007.wav"), np.zeros((240, 4)))
+    (rec,) = dcase.discover(str(root), "foa")
+    assert (rec.fold, rec.mix, rec.metadata_path) == (0, 7, None)

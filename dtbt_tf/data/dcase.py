@@ -64,7 +64,10 @@ def audio_dirs(root: str, fmt: str) -> list[str]:
 
 
 def discover(root: str, fmt: str) -> list[Recording]:
-    """All recordings of format `fmt` under a DCASE-layout root, sorted by name."""
+    """All recordings of format `fmt` under a DCASE-layout root, sorted by name.
+
+    Files of the `*_eval` folders named `mixNNN.wav` (the challenge's evaluation set) get fold 0.
+    """
     if not os.path.isdir(root):
         raise DataError(f"{root}: dataset root not found")
     dirs = audio_dirs(root, fmt)
@@ -77,7 +80,10 @@ def discover(root: str, fmt: str) -> list[Recording]:
             if not fname.endswith(".wav"):
                 continue
             path = os.path.join(d, fname)
-            fold, room, mix, ov = parse_name(path)
+            if d.endswith("_eval") and not _NAME_RE.match(fname[:-4]):
+                fold, room, mix, ov = 0, 0, int(re.sub(r"\D", "", fname) or 0), 0  # eval set: mixNNN.wav, fold 0
+            else:
+                fold, room, mix, ov = parse_name(path)
             stem = fname[:-4]
             meta = os.path.join(meta_dir, stem + ".csv")
             recs.append(Recording(stem, fold, room, mix, ov, path, meta if os.path.isfile(meta) else None))
