@@ -21,7 +21,7 @@ Definitions, per STFT bin (f = frequency bin, t = frame):
   DCASE baseline does. ``eps`` = :data:`INTENSITY_EPS`.
 - GCC-PHAT of pair (m, n): ``irfft(exp(j * angle(conj(S_m) * S_n)), n_fft)``, lags ``-L/2 .. L/2 - 1`` in that
   order with ``L = n_mels`` (64 by default). A positive lag ``d`` means channel ``n`` lags channel ``m`` by ``d``
-  samples. Bins where ``conj(S_m) * S_n`` is exactly 0 count as phase 0, as ``numpy.angle`` does.
+  samples. Bins where ``conj(S_m) * S_n`` is exactly 0 (digital silence) count as phase 0.
 """
 from __future__ import annotations
 
@@ -181,7 +181,10 @@ def reference_features_numpy(audio: np.ndarray, cfg: FeatureConfig) -> np.ndarra
         half = cfg.n_mels // 2
         gcc = []
         for m, n in MIC_PAIRS:
-            cc = np.fft.irfft(np.exp(1j * np.angle(np.conj(spec[m]) * spec[n])), n=cfg.n_fft)
+            cross = np.conj(spec[m]) * spec[n]
+            phase = np.exp(1j * np.angle(cross))
+            phase[cross == 0] = 1.0  # angle(+-0 +-0j) is 0 or +-pi by the zeros' signs; the definition says 0
+            cc = np.fft.irfft(phase, n=cfg.n_fft)
             gcc.append(np.concatenate([cc[:, -half:], cc[:, : cfg.n_mels - half]], axis=-1))
         spatial = np.stack(gcc)  # (6, T, L)
     return np.concatenate([logmel, spatial]).transpose(1, 2, 0).astype(np.float32)
