@@ -129,9 +129,10 @@ def _cutter(cfg: FeatureConfig, seq_frames: int, seq_hop: int):
         back = (n_win - 1) * hop + win - span
 
         def pad(x, value, scale=1):
-            paddings = tf.concat([[[offset * scale, back * scale]], tf.zeros([tf.rank(x) - 1, 2], tf.int32)], 0)
-            x = tf.pad(x, paddings, constant_values=value)
-            return tf.signal.frame(x, win * scale, hop * scale, axis=0)
+            inner = x.shape[1:].as_list()
+            paddings = [[offset * scale, back * scale]] + [[0, 0]] * len(inner)
+            framed = tf.signal.frame(tf.pad(x, paddings, constant_values=value), win * scale, hop * scale, axis=0)
+            return tf.ensure_shape(framed, [None, win * scale] + inner)
 
         windows = pad(feats[: n_lab * hop_t], 0.0, hop_t)
         out = {"doa": pad(labels["doa"], PAD_VALUE), "active": pad(labels["active"], 0.0),
@@ -149,7 +150,8 @@ def make_sequence_dataset(data_dir: str, split: str, batch_size: int, shuffle: b
     seq_frames / seq_hop: window length / step in feature frames (multiples of 5; seq_hop defaults to
     seq_frames). shuffle: shard order, random window offsets per file and epoch (seeded) and a buffer of
     `shuffle_buffer` sequences (~0.45 MB each for FOA). drop_remainder: drop the last incomplete batch (fixed
-    batch shapes). repeat: endless. Deterministic for a given seed.
+    batch shapes). repeat: endless. Deterministic for a given seed; unshuffled, the sequences come in
+    file-name order, each file's windows in time order.
     """
     manifest = load_manifest(data_dir)
     cfg, n_max = feature_config(manifest), int(manifest["n_max"])
@@ -164,10 +166,11 @@ def make_sequence_dataset(data_dir: str, split: str, batch_size: int, shuffle: b
         files = files.shuffle(len(shards), seed=seed, reshuffle_each_iteration=True)
     if repeat:
         files = files.repeat()
-    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(shards), 4), block_length=1,
+    # Unshuffled: one shard after the other, so recordings come in file-name order.
+    records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(shards), 4) if shuffle else 1,
                                num_parallel_calls=tf.data.AUTOTUNE)
     parse, cut = _parser(cfg, n_max), _cutter(cfg, seq_frames, seq_hop)
-    recs = records.map(lambda r: parse(r)[1:], num_parallel_calls=tf.data.AUTOTUNE)
+    recs = records.map(lambda r: parse(r)[1:], num_parallel_calls=tf.data.AUTOTUNE)  # deterministic order
     if shuffle:
         hop_labels = seq_hop // cfg.label_hop_frames
         offsets = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).map(
