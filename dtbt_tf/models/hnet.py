@@ -1,0 +1,120 @@
+"""Hungarian network (Hnet, paper III-A, DESIGN 3): distance matrix D -> soft association Ã.
+
+GRU(128) over the rows of D (rows as time steps, columns as features) -> single-head self-attention ->
+Dense(N) logits per row -> Ã = sigmoid(logits), plus two heads on the logits before the sigmoid:
+sigmoid(max over columns) per row and sigmoid(max over rows) per column. Entries of D above
+``clip_distance`` can only be padding (unit-vector distances are <= 2), so D is clipped there first: the
+network then sees every padding value (random in [4, 20] during Hnet training, the constant 10 of DOAnet
+training) as the same number.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import keras
+from keras import ops
+
+HNET_KERAS_FILE = "hnet.keras"
+HNET_CONFIG_FILE = "hnet_config.json"
+SAVED_MODELS_DIR = Path(__file__).resolve().parents[2] / "saved_models"
+OUTPUT_NAMES = ("association", "row_max", "col_max")
+
+
+def build_hnet(n_max: int, units: int = 128, clip_distance: float = 3.0, name: str = "hnet") -> keras.Model:
+    """Functional Hnet for (batch, n_max, n_max) distance matrices.
+
+    Returns a keras.Model with input ``distance`` (batch, N, N) float32 and dict outputs
+    ``association`` (batch, N, N), ``row_max`` (batch, N) (per prediction row), ``col_max`` (batch, N)
+    (per reference column), all sigmoid probabilities.
+    """
+    if int(n_max) != n_max or n_max < 1:
+        raise ValueError(f"n_max must be a positive integer, got {n_max!r}")
+    if units < 1:
+        raise ValueError(f"units must be >= 1, got {units!r}")
+    if not clip_distance > 2.0:
+        raise ValueError(f"clip_distance must be > 2 (the largest unit-vector distance), got {clip_distance!r}")
+    n_max = int(n_max)
+    distance = keras.Input(shape=(n_max, n_max), name="distance")
+    x = ops.minimum(distance, clip_distance)
+    # unroll: N time steps is tiny; an unrolled GRU trains ~2x faster on CPU than the while loop.
+    h = keras.layers.GRU(units, return_sequences=True, unroll=True, name="gru")(x)
+    h = keras.layers.MultiHeadAttention(num_heads=1, key_dim=units, name="self_attention")(h, h)
+    logits = keras.layers.Dense(n_max, name="logits")(h)
+    outputs = {
+        "association": keras.layers.Activation("sigmoid", name="association")(logits),
+        "row_max": keras.layers.Activation("sigmoid", name="row_max")(ops.max(logits, axis=-1)),
+        "col_max": keras.layers.Activation("sigmoid", name="col_max")(ops.max(logits, axis=-2)),
+    }
+    return keras.Model(distance, outputs, name=name)
+
+
+def hnet_n_max(model: keras.Model) -> int:
+    """N of a (built or loaded) Hnet, read from its input shape (batch, N, N)."""
+    shape = model.inputs[0].shape
+    return int(shape[-1])
+
+
+def _resolve_path(path_or_n_max) -> Path:
+    if isinstance(path_or_n_max, int) and not isinstance(path_or_n_max, bool):
+        path = SAVED_MODELS_DIR / f"hnet_n{path_or_n_max}"
+    else:
+        path = Path(os.fspath(path_or_n_max))
+    if path.is_dir():
+        path = path / HNET_KERAS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: no Hnet found (expected a .keras file or a folder holding {HNET_KERAS_FILE})")
+    return path
+
+
+def load_hnet(path_or_n_max, n_max: int | None = None, outputs: str = "association") -> keras.Model:
+    """Load a trained Hnet for frozen use (trainable = False).
+
+    path_or_n_max: an int N (the shipped ``saved_models/hnet_n{N}``), a model folder, or a .keras file.
+    n_max: if given, a ValueError is raised when the model was trained for another N.
+    outputs: "association" -> the model maps D (batch, N, N) to Ã (batch, N, N);
+    "all" -> the dict outputs of :func:`build_hnet`.
+    Use :func:`apply_hnet` for D with extra leading axes, e.g. (batch, T, N, N).
+    """
+    if outputs not in ("association", "all"):
+        raise ValueError(f"outputs must be 'association' or 'all', got {outputs!r}")
+    path = _resolve_path(path_or_n_max)
+    try:
+        model = keras.saving.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: cannot load Hnet ({e})") from None
+    found = hnet_n_max(model)
+    if n_max is not None and found != n_max:
+        raise ValueError(f"{path}: Hnet was trained for n_max={found}, but n_max={n_max} was asked for")
+    if outputs == "association":
+        model = keras.Model(model.inputs[0], model.output["association"], name=f"hnet_n{found}_association")
+    model.trainable = False
+    return model
+
+
+def apply_hnet(model: keras.Model, distance):
+    """Ã for D of shape (..., N, N) with any leading axes (e.g. (batch, T, N, N)); differentiable w.r.t. D.
+
+    Raises ValueError when D's last two axes do not match the model's N.
+    """
+    n = hnet_n_max(model)
+    shape = tuple(distance.shape)
+    if len(shape) < 3 or shape[-1] != n or shape[-2] != n:
+        raise ValueError(f"Hnet for n_max={n} needs D of shape (..., {n}, {n}), got shape {shape}")
+    lead = ops.shape(distance)[:-2]
+    out = model(ops.reshape(distance, (-1, n, n)))
+    if isinstance(out, dict):
+        out = out["association"]
+    return ops.reshape(out, (*lead, n, n))
+
+
+def read_hnet_config(model_dir) -> dict:
+    """The JSON written next to an exported Hnet (n_max, architecture, training settings, metrics)."""
+    path = Path(model_dir) / HNET_CONFIG_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: invalid JSON ({e})") from None

@@ -1,0 +1,70 @@
+#!/usr/bin/env python
+"""Train the Hungarian network (Hnet) for one Nmax and export it to saved_models/hnet_n{N}/.
+
+Example: python scripts/train_hnet.py --n-max 2 --epochs 60
+Resume an interrupted run with the same arguments plus --resume. TensorBoard: tensorboard --logdir runs/hnet_n2/logs
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n-max", type=int, default=2, help="matrix size N (maximum number of sources); default 2")
+    p.add_argument("--epochs", type=int, default=60, help="training epochs (cosine schedule spans them); default 60")
+    p.add_argument("--batch-size", type=int, default=1024, help="default 1024")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay); default 3e-3")
+    p.add_argument("--train-size", type=int, default=405_000, help="training matrices; default 405000 (paper)")
+    p.add_argument("--val-size", type=int, default=None, help="validation matrices; default 10%% of --train-size")
+    p.add_argument("--loss-weights", type=float, nargs=3, default=(1.0, 1.0, 1.0),
+                   metavar=("ASSOC", "ROW", "COL"), help="BCE weights of the three heads; default 1 1 1")
+    p.add_argument("--continuous-fraction", type=float, default=0.1,
+                   help="share of training matrices with continuous (non-grid) directions; default 0.1")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="export folder; default saved_models/hnet_n{N}")
+    p.add_argument("--work-dir", default=None, help="checkpoints, TensorBoard logs; default runs/hnet_n{N}")
+    p.add_argument("--cache-dir", default="cache/hnet", help="cached training/validation matrices")
+    p.add_argument("--eval-size", type=int, default=100_000, help="fresh matrices per evaluation set")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its last epoch")
+    p.add_argument("--threads", type=int, default=2, help="TensorFlow intra-op threads (inter-op: 1); default 2")
+    p.add_argument("--no-jit", action="store_true", help="disable XLA compilation of the training step")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow already initialised (main() called in-process): keep its settings
+        pass
+    from dtbt_tf.hnet_training import HnetTrainConfig, run_hnet_training
+
+    try:
+        cfg = HnetTrainConfig(
+            n_max=args.n_max, train_size=args.train_size,
+            val_size=args.val_size if args.val_size is not None else max(args.train_size // 10, 1),
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss_weights=tuple(args.loss_weights),
+            continuous_fraction=args.continuous_fraction, seed=args.seed, jit_compile=not args.no_jit)
+        out = run_hnet_training(
+            cfg, out_dir=args.out or f"saved_models/hnet_n{args.n_max}",
+            work_dir=args.work_dir or f"runs/hnet_n{args.n_max}", cache_dir=args.cache_dir,
+            resume=args.resume, eval_size=args.eval_size,
+            command="python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *sys.argv[1:]]))
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,242 @@
+"""Hnet model, data generator, metrics, training/resume, export and the shipped models."""
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dtbt_tf.association import distance_matrix, exact_association
+from dtbt_tf.hnet_training import (
+    AssociationF1,
+    ExactMatch,
+    HnetTrainConfig,
+    association_scores,
+    export_hnet,
+    load_or_make_hnet_data,
+    make_hnet_data,
+    targets,
+    train_hnet,
+)
+from dtbt_tf.models.hnet import SAVED_MODELS_DIR, apply_hnet, build_hnet, load_hnet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_build_hnet_shapes_and_ranges(n):
+    model = build_hnet(n, units=8)
+    out = model(np.random.default_rng(0).uniform(0, 2, (5, n, n)).astype(np.float32))
+    assert set(out) == {"association", "row_max", "col_max"}
+    assert out["association"].shape == (5, n, n)
+    assert out["row_max"].shape == (5, n) and out["col_max"].shape == (5, n)
+    a = out["association"].numpy()
+    assert np.all((a > 0) & (a < 1))
+
+
+def test_max_heads_are_sigmoid_of_logit_maxima():
+    model = build_hnet(3, units=8)
+    logits_model = keras.Model(model.inputs[0], model.get_layer("logits").output)
+    D = np.random.default_rng(1).uniform(0, 2, (4, 3, 3)).astype(np.float32)
+    logits = logits_model(D).numpy()
+    out = model(D)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    np.testing.assert_allclose(out["row_max"].numpy(), sig(logits.max(axis=-1)), atol=1e-6)
+    np.testing.assert_allclose(out["col_max"].numpy(), sig(logits.max(axis=-2)), atol=1e-6)
+    np.testing.assert_allclose(out["association"].numpy(), sig(logits), atol=1e-6)
+
+
+def test_padding_value_does_not_matter():
+    """Random pads of the generator and the constant 10 of DOAnet training look the same to the model."""
+    model = build_hnet(2, units=8)
+    D = np.array([[[0.3, 10.0], [1.2, 10.0]]], np.float32)
+    D2 = np.array([[[0.3, 4.5], [1.2, 19.0]]], np.float32)
+    np.testing.assert_array_equal(model(D)["association"].numpy(), model(D2)["association"].numpy())
+
+
+def test_build_hnet_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="n_max"):
+        build_hnet(0)
+    with pytest.raises(ValueError, match="clip_distance"):
+        build_hnet(2, clip_distance=1.5)
+
+
+def test_keras_round_trip_and_load_hnet(tmp_path):
+    model = build_hnet(2, units=8)
+    path = tmp_path / "hnet.keras"
+    model.save(path)
+    D = np.random.default_rng(2).uniform(0, 2, (6, 2, 2)).astype(np.float32)
+    full = load_hnet(path, outputs="all")
+    np.testing.assert_allclose(full(D)["association"].numpy(), model(D)["association"].numpy(), atol=1e-6)
+    frozen = load_hnet(tmp_path, n_max=2)  # a folder holding hnet.keras
+    assert not frozen.trainable and not frozen.trainable_weights
+    np.testing.assert_allclose(frozen(D).numpy(), model(D)["association"].numpy(), atol=1e-6)
+    # leading axes (batch, T, N, N), differentiable w.r.t. D
+    Dt = tf.Variable(np.random.default_rng(3).uniform(0, 2, (3, 4, 2, 2)).astype(np.float32))
+    with tf.GradientTape() as tape:
+        A = apply_hnet(frozen, Dt)
+        s = tf.reduce_sum(A)
+    assert A.shape == (3, 4, 2, 2)
+    np.testing.assert_allclose(A.numpy()[1, 2], frozen(Dt.numpy()[1, 2][None]).numpy()[0], atol=1e-6)
+    assert np.any(tape.gradient(s, Dt).numpy() != 0)
+
+
+def test_load_hnet_errors(tmp_path):
+    build_hnet(2, units=8).save(tmp_path / "hnet.keras")
+    with pytest.raises(ValueError, match="n_max=2.*n_max=3"):
+        load_hnet(tmp_path, n_max=3)
+    with pytest.raises(ValueError, match="no Hnet found"):
+        load_hnet(tmp_path / "missing")
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2, 2\)"):
+        apply_hnet(load_hnet(tmp_path), tf.zeros((4, 3, 3)))
+    with pytest.raises(ValueError, match=r"\(\.\.\., 2, 2\)"):
+        apply_hnet(load_hnet(tmp_path), tf.zeros((4, 2, 3)))
+
+
+def test_export_saved_model_signature(tmp_path):
+    model = build_hnet(3, units=8)
+    info = {"config": {"n_max": 3, "units": 8, "train_size": 1, "val_size": 1, "seed": 0, "continuous_fraction": 0,
+                       "loss_weights": [1, 1, 1], "batch_size": 1, "epochs": 1, "lr": 1e-3, "warmup_epochs": 1,
+                       "final_lr_fraction": 0.1},
+            "train_seconds": 1.0, "eval_size": 1, "command": "test",
+            "metrics": {"generator/grid": {"f1": 1, "exact_match": 1, "optimal_match": 1,
+                                           "exact_match_away_from_ties": 1, "near_tie_fraction": 0}}}
+    out = export_hnet(model, tmp_path / "hnet_n3", info)
+    assert {"saved_model.pb", "hnet.keras", "hnet_config.json", "MODEL_CARD.md"} <= {p.name for p in out.iterdir()}
+    loaded = tf.saved_model.load(str(out))
+    sig = loaded.signatures["serving_default"]
+    assert list(sig.structured_input_signature[1]) == ["distance"]
+    D = np.random.default_rng(4).uniform(0, 2, (5, 3, 3)).astype(np.float32)
+    res = sig(distance=tf.constant(D))
+    assert list(res) == ["association"]
+    np.testing.assert_allclose(res["association"].numpy(), model(D)["association"].numpy(), atol=1e-6)
+    assert "| generator/grid | 100.000%" in (out / "MODEL_CARD.md").read_text()
+
+
+@pytest.mark.parametrize("layout", ["generator", "training"])
+def test_make_hnet_data_layouts(layout):
+    n, size = 2, 900
+    d = make_hnet_data(n, size, seed=7, layout=layout, directions="grid")
+    D, A, ra, ca = d["distance"], d["association"], d["row_active"], d["col_active"]
+    assert D.shape == A.shape == (size, n, n) and D.dtype == np.float32
+    pair = ra[:, :, None] & ca[:, None, :]
+    assert np.all(D[pair] <= 2.0 + 1e-6)
+    if layout == "generator":
+        assert np.all((D[~pair] >= 4.0) & (D[~pair] <= 20.0))
+        counts = np.unique(ra.sum(1) * (n + 1) + ca.sum(1), return_counts=True)[1]
+        assert len(counts) == (n + 1) ** 2 and counts.min() == counts.max() == size // (n + 1) ** 2
+    else:
+        assert np.all(ra) and np.all(D[~pair] == 10.0)
+        assert set(np.unique(ca.sum(1))) == {0, 1, 2}
+    # both active-slot positions occur (stable slots: slot 0 may be empty while slot 1 is active)
+    assert np.any(ca[:, 1] & ~ca[:, 0])
+    np.testing.assert_array_equal(A, exact_association(D, ra, ca))
+    np.testing.assert_array_equal(make_hnet_data(n, size, seed=7, layout=layout)["distance"], D)
+
+
+def test_grid_directions_lie_on_grids():
+    d = make_hnet_data(1, 500, seed=3, directions="grid")
+    rng = np.random.default_rng(0)
+    assert d["distance"].shape == (500, 1, 1)
+    from dtbt_tf.hnet_training import sample_directions
+    from dtbt_tf.geometry import unit_to_polar
+    az, el = unit_to_polar(sample_directions(rng, 2000, 2, "grid"))
+    away_from_poles = np.abs(el) < 89.9
+    assert np.allclose(az[away_from_poles], np.round(az[away_from_poles]), atol=1e-6)
+    assert np.allclose(el, np.round(el), atol=1e-6)
+
+
+def test_cache_round_trip(tmp_path):
+    a = load_or_make_hnet_data(tmp_path, 2, 100, seed=1, layout="training")
+    assert len(list(tmp_path.glob("*.npz"))) == 1
+    b = load_or_make_hnet_data(tmp_path, 2, 100, seed=1, layout="training")
+    np.testing.assert_array_equal(a["distance"], b["distance"])
+    load_or_make_hnet_data(tmp_path, 2, 100, seed=2, layout="training")
+    assert len(list(tmp_path.glob("*.npz"))) == 2
+
+
+def test_scores_and_keras_metrics_agree():
+    exact = np.array([[[1, 0], [0, 1]], [[0, 1], [1, 0]], [[1, 0], [0, 0]]], np.float32)
+    pred = np.array([[[0.9, 0.2], [0.1, 0.8]], [[0.6, 0.7], [0.9, 0.1]], [[0.2, 0.1], [0.3, 0.1]]], np.float32)
+    s = association_scores(pred, exact)
+    assert s["exact_match"] == pytest.approx(1 / 3)
+    # entries: tp=4, fp=1, fn=1, tn=6 -> F1(1)=0.8, F1(0)=6/7; weights 5/12, 7/12
+    assert s["f1"] == pytest.approx((0.8 * 5 + 6 / 7 * 7) / 12)
+    f1, em = AssociationF1(), ExactMatch()
+    f1.update_state(exact, pred)
+    em.update_state(exact, pred)
+    assert float(f1.result()) == pytest.approx(s["f1"], abs=1e-6)
+    assert float(em.result()) == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_optimal_match_accepts_other_optimum_at_exact_ties():
+    D = np.array([[[0.5, 0.7], [0.5, 0.7]]], np.float32)  # identical rows: both assignments cost 1.2
+    exact = exact_association(D)
+    other = 1.0 - exact
+    s = association_scores(other, exact, distance=D)
+    assert s["exact_match"] == 0.0 and s["optimal_match"] == 1.0
+
+
+class _StopAfter(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch + 1 == self.epoch:
+            raise RuntimeError("simulated interruption")
+
+
+def test_small_training_run_learns_and_resumes(tmp_path):
+    """A tiny Hnet on 4000 N=2 matrices reaches >= 80% exact match within seconds (trivial cases plus
+    learning the padding structure), and an interrupted run resumes at the next epoch."""
+    cfg = HnetTrainConfig(n_max=2, train_size=4000, val_size=500, epochs=4, batch_size=50, lr=1e-2, units=32,
+                          warmup_epochs=0.2, jit_compile=False)
+    with pytest.raises(RuntimeError, match="simulated"):
+        train_hnet(cfg, tmp_path / "run", cache_dir=tmp_path / "cache", verbose=0, callbacks=[_StopAfter(2)])
+    model, info = train_hnet(cfg, tmp_path / "run", cache_dir=tmp_path / "cache", resume=True, verbose=0)
+    epochs = [int(line.split(",")[0]) for line in (tmp_path / "run/history.csv").read_text().splitlines()[1:]]
+    assert epochs == list(range(4))
+    assert info["train_seconds"] > 0
+    fresh = make_hnet_data(2, 2000, seed=99)
+    pred = model.predict(fresh["distance"], verbose=0)["association"]
+    print("tiny run exact match", association_scores(pred, fresh["association"]))
+    assert association_scores(pred, fresh["association"])["exact_match"] >= 0.8
+    with pytest.raises(ValueError, match="different config"):
+        train_hnet(HnetTrainConfig(**{**cfg.__dict__, "lr": 1e-3}), tmp_path / "run",
+                   cache_dir=tmp_path / "cache", resume=True, verbose=0)
+
+
+def test_train_config_validation():
+    with pytest.raises(ValueError, match="n_max"):
+        HnetTrainConfig(n_max=0)
+    with pytest.raises(ValueError, match="loss_weights"):
+        HnetTrainConfig(loss_weights=(1.0, 1.0))
+
+
+def test_train_hnet_cli_bad_input_exits_2(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("train_hnet_cli", REPO / "scripts/train_hnet.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+    assert cli.main(["--n-max", "0", "--work-dir", "/nonexistent/x"]) == 2
+    assert capsys.readouterr().err.startswith("error: n_max must be >= 1")
+
+
+@pytest.mark.parametrize("n,min_exact", [(2, 0.99), (3, 0.97)])
+def test_shipped_hnet_accuracy_on_fresh_matrices(n, min_exact):
+    """The shipped SavedModel loads with tf.saved_model.load alone and matches Hungarian on fresh
+    continuous training-layout matrices (full figures in saved_models/hnet_n{N}/MODEL_CARD.md)."""
+    path = SAVED_MODELS_DIR / f"hnet_n{n}"
+    if not (path / "saved_model.pb").is_file():
+        pytest.skip(f"{path} not shipped yet")
+    sig = tf.saved_model.load(str(path)).signatures["serving_default"]
+    fresh = make_hnet_data(n, 3000, seed=2024, layout="training", directions="continuous")
+    pred = sig(distance=tf.constant(fresh["distance"]))["association"].numpy()
+    assert association_scores(pred, fresh["association"])["exact_match"] >= min_exact
+    cfg = json.loads((path / "hnet_config.json").read_text())
+    assert cfg["config"]["n_max"] == n
+    frozen = load_hnet(n)
+    np.testing.assert_allclose(frozen(fresh["distance"][:64]).numpy(), pred[:64], atol=1e-5)
