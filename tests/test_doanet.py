@@ -2,6 +2,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from dtbt_tf.config import ConfigError, DoanetConfig
 from dtbt_tf.models.doanet import build_doanet
@@ -74,3 +75,23 @@ def test_bad_configs():
         build_doanet(DoanetConfig(**SMALL), np.zeros((64, 7)))
     with pytest.raises(ConfigError, match="divisible"):
         build_doanet(DoanetConfig(n_mels=36, **SMALL))
+
+
+def test_fused_batch_norm_matches_keras_batch_norm():
+    from dtbt_tf.models.doanet import FusedBatchNorm
+
+    x = tf.constant(np.random.default_rng(3).normal(1.0, 3.0, (4, 10, 8, 6)).astype(np.float32))
+    fused, ref = FusedBatchNorm(momentum=0.5), keras.layers.BatchNormalization(momentum=0.5)
+    fused.build(x.shape)
+    ref.build(x.shape)
+    ref.set_weights(fused.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y_f, y_r = fused(x, training=True), ref(x, training=True)
+        l_f, l_r = tf.reduce_sum(y_f ** 3), tf.reduce_sum(y_r ** 3)
+    np.testing.assert_allclose(y_f, y_r, atol=1e-5)
+    np.testing.assert_allclose(tape.gradient(l_f, x), tape.gradient(l_r, x), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(tape.gradient(l_f, fused.gamma), tape.gradient(l_r, ref.gamma), rtol=1e-4)
+    for a, b in zip(fused.get_weights(), ref.get_weights()):  # moving statistics updated alike
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fused(x), ref(x), atol=1e-5)
