@@ -22,18 +22,20 @@ def _main():
     return mod.main
 
 
-def test_subprocess_run_and_error(tmp_path):
+def test_run_writes_manifest_and_shards(tmp_path, capsys):
     root = write_tiny_dataset(tmp_path / "data", fmt="mic", files=SMALL)
     out = tmp_path / "feat"
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    ok = subprocess.run([sys.executable, SCRIPT, "--data", root, "--format", "mic", "--out", str(out),
-                         "--n-max", "3", "--shard-files", "1", "--workers", "1"],
-                        capture_output=True, text=True, timeout=300, env=env)
-    assert ok.returncode == 0, ok.stderr
+    rc = _main()(["--data", root, "--format", "mic", "--out", str(out), "--n-max", "3", "--shard-files", "1",
+                  "--workers", "1", "--no-progress"])
+    assert rc == 0 and capsys.readouterr().out.strip() == f"wrote {out / 'manifest.json'}"
     man = json.loads((out / "manifest.json").read_text())
     assert man["n_max"] == 3 and man["feature_config"]["fmt"] == "mic"
     assert man["splits"]["train"]["shards"] == ["train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord"]
     assert np.asarray(man["normalization"]["mean"]).shape == (64, 10)
+
+
+def test_subprocess_error_exit_code(tmp_path):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     bad = subprocess.run([sys.executable, SCRIPT, "--data", str(tmp_path / "missing"), "--format", "mic",
                           "--out", str(tmp_path / "o2")], capture_output=True, text=True, timeout=300, env=env)
     assert bad.returncode == 2

@@ -147,6 +147,16 @@ def test_resume_rewrites_only_missing_shard(tiny, tmp_path):
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
 
+def test_one_thread_and_two_threads_write_identical_shards(tiny, extracted, tmp_path):
+    out = str(tmp_path / "feat")
+    extract_dataset(tiny, "foa", out, n_max=2, shard_files=2, workers=1, progress=False)
+    shards = [s for info in _manifest(out)["splits"].values() for s in info["shards"]]
+    assert len(shards) == 5
+    for s in shards:
+        with open(os.path.join(out, s), "rb") as a, open(os.path.join(extracted, s), "rb") as b:
+            assert a.read() == b.read(), s
+
+
 def test_changed_shard_plan_replaces_old_shards(tiny, tmp_path):
     out = str(tmp_path / "feat")
     extract_dataset(tiny, "foa", out, shard_files=2, progress=False)

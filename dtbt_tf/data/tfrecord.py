@@ -36,7 +36,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from dtbt_tf import __version__
-from dtbt_tf.config import ConfigError, FeatureConfig, atomic_write_text, to_dict
+from dtbt_tf.config import FORMATS, ConfigError, FeatureConfig, atomic_write_text, to_dict
 from dtbt_tf.data import dcase
 from dtbt_tf.features import feature_function
 
@@ -137,8 +137,8 @@ def plan(root: str, fmt: str, n_max: int = 2, splits: dict | None = None, shard_
     Reads every metadata CSV and wav header (not the audio): DataError naming the file for an unknown format,
     missing root/metadata, empty split, wrong sample rate/channels, malformed CSV or more than n_max sources.
     """
-    if fmt not in ("foa", "mic"):
-        raise dcase.DataError(f"unknown format {fmt!r}; expected 'foa' or 'mic'")
+    if fmt not in FORMATS:
+        raise dcase.DataError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
     if shard_files < 1 or n_max < 1:
         raise ConfigError(f"shard_files and n_max must be >= 1, got {shard_files}, {n_max}")
     cfg = FeatureConfig(fmt=fmt)
@@ -217,8 +217,8 @@ def _clean_stale(out_dir: str, planned: set[str]) -> None:
 
 
 def _write_shards(out_dir, todo, cfg, n_max, workers, bar) -> None:
-    jobs = [(shard, job) for shard in todo for job in shard.jobs]
-    results = _ordered_map(lambda sj: _process(sj[1], cfg), jobs, workers)
+    jobs = [job for shard in todo for job in shard.jobs]
+    results = _ordered_map(lambda job: _process(job, cfg), jobs, workers)
     for shard in todo:
         path = os.path.join(out_dir, shard.name)
         tmp = f"{path}.tmp{os.getpid()}"
@@ -256,7 +256,6 @@ def _check_same_job(path: str, cfg: FeatureConfig, n_max: int) -> None:
 
 def _manifest(root, cfg, n_max, splits, shards, indexes) -> dict:
     out_splits = {}
-    n_stat, s1, s2 = 0, 0.0, 0.0
     for split, folds in splits.items():
         mine = [(sh, indexes[sh.name]) for sh in shards if sh.split == split]
         frames = [t for _, ix in mine for t in ix["n_frames"]]
@@ -268,21 +267,19 @@ def _manifest(root, cfg, n_max, splits, shards, indexes) -> dict:
             "n_label_frames": int(sum(t // cfg.label_hop_frames for t in frames)),
             "shards": [sh.name for sh, _ in mine],
         }
-        if split == "train":
-            n_stat = sum(frames)
-            s1 = sum(np.asarray(ix["sum"], np.float64) for _, ix in mine)
-            s2 = sum(np.asarray(ix["sum_sq"], np.float64) for _, ix in mine)
-    if not n_stat:
-        raise ConfigError(f"{root}: no 'train' split: the normalisation statistics come from the training split")
-    mean = s1 / n_stat
-    std = np.maximum(np.sqrt(np.maximum(s2 / n_stat - mean * mean, 0.0)), STD_FLOOR)
+    # Normalisation statistics from streaming float64 sums over the training shards only.
+    train = [indexes[sh.name] for sh in shards if sh.split == "train"]
+    n = out_splits["train"]["n_frames"]
+    mean = sum(np.asarray(ix["sum"], np.float64) for ix in train) / n
+    var = sum(np.asarray(ix["sum_sq"], np.float64) for ix in train) / n - mean * mean
+    std = np.maximum(np.sqrt(np.maximum(var, 0.0)), STD_FLOOR)
     return {
         "dtbt_tf_version": __version__,
         "feature_config": to_dict(cfg),
         "n_max": n_max,
         "source": {"root": os.path.abspath(root), "format": cfg.fmt},
         "splits": out_splits,
-        "normalization": {"split": "train", "n_frames": int(n_stat), "mean": mean.tolist(), "std": std.tolist()},
+        "normalization": {"split": "train", "n_frames": n, "mean": mean.tolist(), "std": std.tolist()},
     }
 
 
