@@ -1,0 +1,268 @@
+"""Export a trained DOAnet for TF Serving (SavedModel) and for devices (TFLite) (DESIGN 7).
+
+SavedModel, TF Serving layout ``<out>/<version>/`` (written by :class:`keras.export.ExportArchive`, a
+``tf.Module`` that tracks the model's variables), two ``tensorflow/serving/predict`` signatures:
+
+- ``serving_default``: ``features`` float32 (batch, T, 64, C) raw features -> ``doa`` (batch, T/5, Nmax, 3),
+  ``activity`` (batch, T/5, Nmax); the training normalisation is a layer inside the model.
+- ``from_audio``: ``audio`` float32 (batch, samples, 4) at 24 kHz -> the same outputs; the samples are trimmed to
+  a multiple of ``hop_length * label_hop_frames`` (2400, one label frame) and the features are computed in the
+  graph by :func:`dtbt_tf.features.extract_features`, the function training used.
+
+The version folder also holds ``assets.extra/dtbt_tf.json`` (feature and DOAnet configs, version, export time);
+TF Serving ignores ``assets.extra``. Reloading needs only TensorFlow: ``tf.saved_model.load(dir).signatures[...]``.
+
+TFLite: batch 1 and a fixed window (250 feature frames = 5 s by default) of a copy of the model rebuilt with fixed
+shapes and the same weights (GRUs unrolled by default: no WHILE op, see :func:`fixed_shape_copy`); built-in ops
+only (conversion fails rather than fall back to Flex ops). ``fp32``; ``int8`` = dynamic-range quantisation
+(int8 weights, float activations, ``Optimize.DEFAULT``); ``fp16`` = float16 weights. A JSON sidecar
+``<name>.json`` beside ``<name>.tflite`` holds the configs and the window. An audio-in variant (input (1, 5 W *
+hop, 4) samples) is exported with :func:`export_tflite` ``input_kind="audio"``.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import io
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, atomic_write_text, to_dict
+from dtbt_tf.features import extract_features
+from dtbt_tf.inference import CONFIG_FILE, WINDOW_FRAMES, tflite_sidecar_path
+
+QUANTIZATIONS = ("fp32", "int8", "fp16")
+
+
+def _configs_for(model: keras.Model, feature_cfg: FeatureConfig | None, doanet_cfg: DoanetConfig | None):
+    """Fill missing configs from the model's input/output shapes (defaults otherwise) and check they agree."""
+    n_channels = int(model.inputs[0].shape[-1])
+    n_max = int(model.output["activity"].shape[-1])
+    fmt = {7: "foa", 10: "mic"}.get(n_channels)
+    if fmt is None:
+        raise ConfigError(f"model takes {n_channels} channels; expected 7 (FOA) or 10 (MIC)")
+    feature_cfg = feature_cfg or FeatureConfig(fmt=fmt)
+    doanet_cfg = doanet_cfg or DoanetConfig(fmt=fmt, n_max=n_max)
+    if feature_cfg.n_channels != n_channels or doanet_cfg.n_channels != n_channels or doanet_cfg.n_max != n_max:
+        raise ConfigError(f"configs ({feature_cfg.fmt}, n_max={doanet_cfg.n_max}) do not match the model "
+                          f"({n_channels} channels, n_max={n_max})")
+    return feature_cfg, doanet_cfg
+
+
+def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
+                  doanet_cfg: DoanetConfig | None = None):
+    """(model, feature_cfg, doanet_cfg) from a training run folder or a DOAnet keras.Model (+ optional configs)."""
+    if isinstance(run_dir_or_model, (str, os.PathLike)):
+        from dtbt_tf.training import load_trained
+
+        model, feature_cfg, doanet_cfg, _ = load_trained(os.fspath(run_dir_or_model))
+    else:
+        model = run_dir_or_model
+    feature_cfg, doanet_cfg = _configs_for(model, feature_cfg, doanet_cfg)
+    return model, feature_cfg, doanet_cfg
+
+
+def _info(feature_cfg: FeatureConfig, doanet_cfg: DoanetConfig, **extra) -> dict:
+    return {"feature_config": to_dict(feature_cfg), "doanet_config": to_dict(doanet_cfg),
+            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra}
+
+
+def _trim_and_features(audio, feature_cfg: FeatureConfig):
+    """audio (batch, samples, 4) -> raw features (batch, T, 64, C), samples trimmed to whole label frames."""
+    step = feature_cfg.hop_length * feature_cfg.label_hop_frames
+    n = tf.shape(audio)[1] // step * step
+    return extract_features(audio[:, :n], feature_cfg)
+
+
+def _archive(model: keras.Model, feature_cfg: FeatureConfig, features_shape, audio_shape):
+    """ExportArchive with ``serving_default`` (features) and, if audio_shape, ``from_audio`` endpoints."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve_features(features):
+        out = model(features, training=False)
+        return {"doa": out["doa"], "activity": out["activity"]}
+
+    def serve_audio(audio):
+        return serve_features(_trim_and_features(audio, feature_cfg))
+
+    archive.add_endpoint("serving_default", tf.function(serve_features),
+                         [tf.TensorSpec(features_shape, tf.float32, name="features")])
+    if audio_shape is not None:
+        archive.add_endpoint("from_audio", tf.function(serve_audio),
+                             [tf.TensorSpec(audio_shape, tf.float32, name="audio")])
+    return archive
+
+
+def export_saved_model(run_dir_or_model, out_dir: str, version: int = 1, feature_cfg: FeatureConfig | None = None,
+                       doanet_cfg: DoanetConfig | None = None, overwrite: bool = False) -> str:
+    """Write the TF Serving layout ``<out_dir>/<version>/`` (module docstring); returns the version folder.
+
+    run_dir_or_model: a training run folder or a DOAnet keras.Model (configs then from the arguments or the
+    model's shapes). The export is written under a temporary name and renamed; an existing version is a
+    ConfigError unless ``overwrite``.
+    """
+    if int(version) < 1:
+        raise ConfigError(f"version must be a positive integer, got {version}")
+    model, feature_cfg, doanet_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg)
+    final = os.path.join(out_dir, str(int(version)))
+    if os.path.exists(final) and not overwrite:
+        raise ConfigError(f"{final}: already exists (pick another version or overwrite)")
+    os.makedirs(out_dir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{int(version)}.tmp", dir=out_dir)
+    try:
+        c = feature_cfg.n_channels
+        archive = _archive(model, feature_cfg, (None, None, feature_cfg.n_mels, c), (None, None, 4))
+        archive.write_out(tmp, verbose=False)
+        extra = os.path.join(tmp, "assets.extra")
+        os.makedirs(extra, exist_ok=True)
+        atomic_write_text(os.path.join(extra, CONFIG_FILE),
+                          json.dumps(_info(feature_cfg, doanet_cfg, version=int(version)), indent=2) + "\n")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a serving container may run as another user
+        if os.path.exists(final):
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    finally:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+    return final
+
+
+# ----------------------------------------------------------------------------------------------------------
+# TFLite
+
+
+def fixed_shape_copy(model: keras.Model, window_frames: int = WINDOW_FRAMES, unroll: bool = True) -> keras.Model:
+    """The same network with input (1, window_frames, 64, C), GRUs unrolled if ``unroll``, and the same weights.
+
+    Unrolled GRUs turn into plain FULLY_CONNECTED ops (no WHILE loop), which dynamic-range quantisation covers
+    and XNNPACK runs fastest.
+    """
+    shape = (1, int(window_frames)) + tuple(model.inputs[0].shape[2:])
+
+    def clone_layer(layer):
+        cfg = layer.get_config()
+        if isinstance(layer, keras.layers.Bidirectional):
+            for key in ("layer", "backward_layer"):
+                if cfg.get(key):
+                    cfg[key]["config"]["unroll"] = unroll
+        return layer.__class__.from_config(cfg)
+
+    inputs = keras.Input(batch_shape=shape, name=model.inputs[0].name)
+    copy = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _convert(saved_model_dir: str, quantization: str) -> bytes:
+    """TFLite flatbuffer of a SavedModel folder's serving_default, built-in ops only."""
+    converter = tf.lite.TFLiteConverter.from_saved_model(saved_model_dir)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "fp32":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    return converter.convert()
+
+
+def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", window_frames: int = WINDOW_FRAMES,
+                  feature_cfg: FeatureConfig | None = None, doanet_cfg: DoanetConfig | None = None,
+                  input_kind: str = "features", unroll: bool = True) -> str:
+    """Write a batch-1, fixed-window TFLite model to ``out_path`` and its JSON sidecar; returns ``out_path``.
+
+    quantization: 'fp32' | 'int8' (dynamic range) | 'fp16'. input_kind: 'features' (input (1, W, 64, C)) or
+    'audio' (input (1, W * hop_length, 4), features in the graph). window_frames W must be a multiple of 5.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ConfigError(f"unknown quantization {quantization!r}; expected one of {QUANTIZATIONS}")
+    model, feature_cfg, doanet_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg)
+    if window_frames <= 0 or window_frames % feature_cfg.label_hop_frames:
+        raise ConfigError(f"window_frames={window_frames} must be a positive multiple of "
+                          f"{feature_cfg.label_hop_frames}")
+    if input_kind not in ("features", "audio"):
+        raise ConfigError(f"input_kind must be 'features' or 'audio', got {input_kind!r}")
+    copy = fixed_shape_copy(model, window_frames, unroll)
+    features_shape = (1, window_frames, feature_cfg.n_mels, feature_cfg.n_channels)
+    archive = keras.export.ExportArchive()
+    archive.track(copy)
+    if input_kind == "features":
+        fn = tf.function(lambda features: copy(features, training=False))
+        spec = tf.TensorSpec(features_shape, tf.float32, name="features")
+    else:
+        fn = tf.function(lambda audio: copy(extract_features(audio, feature_cfg), training=False))
+        spec = tf.TensorSpec((1, window_frames * feature_cfg.hop_length, 4), tf.float32, name="audio")
+    archive.add_endpoint("serving_default", fn, [spec])
+    with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            archive.write_out(tmp, verbose=False)
+        blob = _convert(tmp, quantization)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    part = f"{out_path}.tmp{os.getpid()}"
+    with open(part, "wb") as f:
+        f.write(blob)
+    os.replace(part, out_path)
+    info = _info(feature_cfg, doanet_cfg, quantization=quantization, window_frames=int(window_frames),
+                 input_kind=input_kind, unrolled=bool(unroll))
+    atomic_write_text(tflite_sidecar_path(out_path), json.dumps(info, indent=2) + "\n")
+    return out_path
+
+
+def tflite_op_names(path_or_bytes) -> set[str]:
+    """Names of the ops in a TFLite model (e.g. to check that none is a Flex / custom op)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kw = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": path_or_bytes}
+    interp = Interpreter(experimental_preserve_all_tensors=False,
+                         experimental_op_resolver_type=_no_delegate_resolver(), **kw)
+    return {op["op_name"] for op in interp._get_ops_details()}
+
+
+def _no_delegate_resolver():
+    from ai_edge_litert.interpreter import OpResolverType
+
+    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Accuracy of the quantised variants
+
+
+def quantization_report(tflite_paths: dict, data_root: str, split: str = "test", threshold: float = 0.5,
+                        max_files: int | None = None, baseline: str = "fp32") -> dict:
+    """Metrics of each TFLite variant on a split of a DCASE-layout dataset, and their change vs ``baseline``.
+
+    tflite_paths: variant name -> .tflite file (all of one format). Every variant sees the same NumPy features
+    (features-in models) and the same windowing as ``scripts/infer.py``. Returns {"split", "files", "metrics":
+    {variant: METRIC_KEYS dict}, "delta": {variant: {key: value - baseline value}}} (deltas for LE in degrees).
+    """
+    from dtbt_tf.data.dcase import discover, load_audio, read_metadata, split_recordings
+    from dtbt_tf.inference import features_numpy, load_model, localize
+    from dtbt_tf.metrics import compute_metrics, tracks_from_metadata, tracks_from_outputs
+
+    if baseline not in tflite_paths:
+        raise ConfigError(f"quantization_report: no {baseline!r} variant among {sorted(tflite_paths)}")
+    models = {name: load_model(path) for name, path in tflite_paths.items()}
+    cfg = models[baseline].feature_cfg
+    recs = [r for r in split_recordings(discover(data_root, cfg.fmt), split, root=data_root) if r.metadata_path]
+    if not recs:
+        raise ConfigError(f"{data_root}: split {split!r} has no recordings with metadata")
+    recs = recs[:max_files] if max_files else recs
+    preds = {name: {} for name in models}
+    refs = {}
+    for rec in recs:
+        audio = load_audio(rec.audio_path, cfg.sample_rate)
+        feats = features_numpy(audio, cfg)
+        refs[rec.stem] = tracks_from_metadata(read_metadata(rec.metadata_path))
+        for name, model in models.items():
+            doa, act = localize(audio, model, features=feats)
+            preds[name][rec.stem] = tracks_from_outputs(doa, act, threshold)
+    metrics = {name: compute_metrics(p, refs) for name, p in preds.items()}
+    delta = {name: {k: float(m[k] - metrics[baseline][k]) for k in ("LE", "LR", "LP", "LF1", "MOTA")}
+             for name, m in metrics.items() if name != baseline}
+    return {"split": split, "files": len(recs), "metrics": metrics, "delta": delta}

@@ -1,0 +1,430 @@
+"""Inference on wav files of any length: features -> windows -> model -> stitched tracks -> DCASE CSV (+ plot).
+
+Models (:func:`load_model`): a SavedModel (a version folder, or a TF Serving base folder whose highest numeric
+version is used), a training run folder (``run_config.json`` + ``best.keras``) or a ``.tflite`` file written by
+:func:`dtbt_tf.export.export_tflite`. This module imports no TensorFlow at import time; with a ``.tflite`` model
+TensorFlow is never imported: the features then come from :func:`features_numpy`, a NumPy port of
+:func:`dtbt_tf.features.extract_features` (same definitions, tested against it), and the interpreter is
+``ai_edge_litert``.
+
+Windowing and stitching (label frames of 100 ms = 5 feature frames; a window is ``W`` label frames, 50 by default
+= 250 feature frames = 5 s). The features of the whole file are computed once (so the STFT has its real context),
+zero-padded at the end to cover the last window, and cut into windows that start every ``H = W // 2`` label
+frames (50% overlap). From each window only its centre ``[M, M + H)`` with ``M = (W - H) // 2`` is kept, except
+that the first window also keeps its head ``[0, M)`` and the last its tail: every label frame comes from exactly
+one window, never from the ``M`` frames next to a window edge that another window covers better. Output slots are
+not re-matched across windows: a slot is the track number within a window and may swap at a window boundary.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Sequence
+
+import numpy as np
+
+from dtbt_tf.config import ConfigError, FeatureConfig, from_dict
+from dtbt_tf.data.dcase import DataError, Metadata, load_audio, read_metadata, write_metadata
+from dtbt_tf.geometry import unit_to_polar
+
+WINDOW_FRAMES = 250  # feature frames per model window (5 s), = FeatureConfig.seq_frames
+CONFIG_FILE = "dtbt_tf.json"  # export sidecar: configs (+ version / quantisation)
+N_AUDIO_CHANNELS = 4
+LOG_FLOOR = 1e-10
+INTENSITY_EPS = 1e-8
+MIC_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Features in NumPy (no TensorFlow, no librosa import: librosa pulls in numba, ~140 MB of RSS)
+
+
+def _hz_to_mel(f):
+    """Slaney mel scale: linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, np.float64)
+    f_sp, min_hz = 200.0 / 3.0, 1000.0
+    logstep = np.log(6.4) / 27.0
+    return np.where(f >= min_hz, min_hz / f_sp + np.log(np.maximum(f, 1e-12) / min_hz) / logstep, f / f_sp)
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, np.float64)
+    f_sp, min_hz = 200.0 / 3.0, 1000.0
+    min_mel, logstep = min_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_mel, min_hz * np.exp(logstep * (m - min_mel)), f_sp * m)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
+    """Slaney-scale, area-normalised triangular filterbank from 0 Hz to Nyquist (librosa.filters.mel's default):
+    (n_fft // 2 + 1, n_mels) float32."""
+    fft_hz = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    edges = _mel_to_hz(np.linspace(_hz_to_mel(0.0), _hz_to_mel(sample_rate / 2.0), n_mels + 2))
+    width = np.diff(edges)
+    ramps = edges[:, None] - fft_hz[None, :]
+    rising = -ramps[:-2] / width[:-1, None]
+    falling = ramps[2:] / width[1:, None]
+    weights = np.maximum(0.0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return np.ascontiguousarray(weights.T, dtype=np.float32)
+
+
+def _window(cfg: FeatureConfig) -> np.ndarray:
+    n = np.arange(cfg.win_length)
+    window = np.zeros(cfg.n_fft, np.float32)
+    left = (cfg.n_fft - cfg.win_length) // 2
+    window[left:left + cfg.win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
+    return window
+
+
+def features_numpy(audio: np.ndarray, cfg: FeatureConfig, chunk_frames: int = 500) -> np.ndarray:
+    """NumPy version of :func:`dtbt_tf.features.extract_features` for one file (same definitions, float32).
+
+    audio: (samples, 4); returns (T, n_mels, C) float32 with T = samples // hop_length. Computed in chunks of
+    ``chunk_frames`` frames so memory stays a few tens of MB for any file length.
+    """
+    audio = np.asarray(audio, np.float32)
+    if audio.ndim != 2 or audio.shape[1] != N_AUDIO_CHANNELS:
+        raise ValueError(f"audio must have shape (samples, 4), got {audio.shape}")
+    n_time = audio.shape[0] // cfg.hop_length
+    pad = cfg.n_fft // 2
+    padded = np.pad(audio.T, ((0, 0), (pad, pad)))  # (4, samples + n_fft)
+    window = _window(cfg)
+    mel = mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels)
+    half = cfg.n_mels // 2
+    out = np.empty((n_time, cfg.n_mels, cfg.n_channels), np.float32)
+    for start in range(0, n_time, chunk_frames):
+        stop = min(start + chunk_frames, n_time)
+        idx = (np.arange(start, stop) * cfg.hop_length)[:, None] + np.arange(cfg.n_fft)[None, :]
+        spec = np.fft.rfft(padded[:, idx] * window, axis=-1)  # (4, t, K) complex64
+        power = spec.real ** 2 + spec.imag ** 2
+        logmel = 10.0 * np.log10(np.maximum(power @ mel, LOG_FLOOR))  # (4, t, M)
+        if cfg.fmt == "foa":
+            w = spec[0]
+            norm = INTENSITY_EPS + power[0] + power[1:].sum(axis=0) / 3.0
+            num = np.stack([np.real(np.conj(w) * spec[c]) for c in (3, 1, 2)])
+            spatial = (num / norm) @ mel  # (3, t, M)
+        else:
+            gcc = []
+            for m, n in MIC_PAIRS:
+                cross = np.conj(spec[m]) * spec[n]
+                cc = np.fft.irfft(np.exp(1j * np.angle(cross)), n=cfg.n_fft, axis=-1)
+                gcc.append(np.concatenate([cc[:, -half:], cc[:, :cfg.n_mels - half]], axis=-1))
+            spatial = np.stack(gcc)  # (6, t, L)
+        out[start:stop] = np.concatenate([logmel, spatial]).transpose(1, 2, 0)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Models
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """A model ready for windows: ``predict(x)`` maps a batch of windows to (doa (B, W, N, 3), activity (B, W, N)).
+
+    input_kind: 'features' (x = (B, 5 W, 64, C)) or 'audio' (x = (B, 5 W * hop, 4)); max_batch: windows per call
+    (1 for TFLite); window_frames: fixed feature frames per window.
+    """
+
+    predict: object
+    feature_cfg: FeatureConfig
+    n_max: int
+    input_kind: str = "features"
+    window_frames: int = WINDOW_FRAMES
+    max_batch: int = 16
+    source: str = ""
+
+
+def _read_sidecar(path: str) -> dict:
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{path}: invalid JSON ({e})") from None
+
+
+def _feature_cfg_from(info: dict, n_channels: int, where: str) -> FeatureConfig:
+    if "feature_config" in info:
+        cfg = from_dict(FeatureConfig, info["feature_config"])
+    elif n_channels in (7, 10):
+        cfg = FeatureConfig(fmt="foa" if n_channels == 7 else "mic")
+    else:
+        raise ConfigError(f"{where}: cannot tell the feature format (input has {n_channels} channels, no config)")
+    if cfg.n_channels != n_channels:
+        raise ConfigError(f"{where}: config says {cfg.fmt} ({cfg.n_channels} channels) but the model takes "
+                          f"{n_channels}")
+    return cfg
+
+
+def tflite_sidecar_path(tflite_path: str) -> str:
+    """The JSON written next to a ``.tflite`` file: ``model.tflite`` -> ``model.json``."""
+    return os.path.splitext(tflite_path)[0] + ".json"
+
+
+def _load_tflite(path: str, num_threads: int | None) -> LoadedModel:
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interp = Interpreter(model_path=path, num_threads=num_threads)
+    except ValueError as e:
+        raise ConfigError(f"{path}: not a TFLite model ({e})") from None
+    interp.allocate_tensors()
+    (inp,) = interp.get_input_details()
+    outs = {len(d["shape"]): d for d in interp.get_output_details()}
+    if set(outs) != {3, 4}:
+        raise ConfigError(f"{path}: expected a DOAnet with outputs doa (1, F, N, 3) and activity (1, F, N)")
+    shape = tuple(int(s) for s in inp["shape"])
+    info = _read_sidecar(tflite_sidecar_path(path))
+    if len(shape) == 4:
+        kind, n_ch = "features", shape[-1]
+        cfg = _feature_cfg_from(info, n_ch, path)
+        window = shape[1]
+    elif len(shape) == 3 and shape[-1] == N_AUDIO_CHANNELS:
+        kind = "audio"
+        if "feature_config" not in info:
+            raise ConfigError(f"{path}: audio-in TFLite model without its {os.path.basename(tflite_sidecar_path(path))}")
+        cfg = from_dict(FeatureConfig, info["feature_config"])
+        window = shape[1] // cfg.hop_length
+    else:
+        raise ConfigError(f"{path}: unexpected input shape {shape}")
+    doa_idx, act_idx, in_idx = outs[4]["index"], outs[3]["index"], inp["index"]
+
+    def predict(x):
+        interp.set_tensor(in_idx, np.ascontiguousarray(x, np.float32))
+        interp.invoke()
+        return interp.get_tensor(doa_idx).copy(), interp.get_tensor(act_idx).copy()
+
+    return LoadedModel(predict, cfg, int(outs[3]["shape"][-1]), kind, window, 1, path)
+
+
+def saved_model_version_dir(path: str) -> str:
+    """``path`` itself if it holds ``saved_model.pb``, else its highest numeric version sub-folder that does."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [int(d) for d in os.listdir(path) if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+    if not versions:
+        raise ConfigError(f"{path}: no saved_model.pb here or in a numeric version folder")
+    return os.path.join(path, str(max(versions)))
+
+
+def _load_saved_model(path: str) -> LoadedModel:
+    import tensorflow as tf
+
+    vdir = saved_model_version_dir(path)
+    loaded = tf.saved_model.load(vdir)
+    fn = loaded.signatures["serving_default"]
+    (spec,) = fn.structured_input_signature[1].values()
+    info = _read_sidecar(os.path.join(vdir, "assets.extra", CONFIG_FILE))
+    cfg = _feature_cfg_from(info, int(spec.shape[-1]), vdir)
+    n_max = int(fn.structured_outputs["activity"].shape[-1])
+
+    def predict(x):
+        out = fn(features=tf.constant(x, tf.float32))
+        return out["doa"].numpy(), out["activity"].numpy()
+
+    predict.keep_alive = loaded  # the signature needs its object alive
+    return LoadedModel(predict, cfg, n_max, "features", WINDOW_FRAMES, 16, vdir)
+
+
+def _load_run_dir(path: str) -> LoadedModel:
+    import tensorflow as tf
+
+    from dtbt_tf.training import load_trained
+
+    model, feature_cfg, doanet_cfg, _ = load_trained(path)
+    fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+
+    def predict(x):
+        out = fn(tf.constant(x, tf.float32))
+        return out["doa"].numpy(), out["activity"].numpy()
+
+    return LoadedModel(predict, feature_cfg, doanet_cfg.n_max, "features", WINDOW_FRAMES, 16, path)
+
+
+def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
+    """Load a ``.tflite`` file, a SavedModel (version folder or serving base folder) or a training run folder.
+
+    num_threads applies to TFLite only (None = the interpreter's default). ConfigError if ``path`` is none of these.
+    """
+    if path.endswith(".tflite"):
+        if not os.path.isfile(path):
+            raise ConfigError(f"{path}: file not found")
+        return _load_tflite(path, num_threads)
+    if not os.path.isdir(path):
+        raise ConfigError(f"{path}: not a .tflite file or a model folder")
+    if os.path.isfile(os.path.join(path, "run_config.json")):
+        return _load_run_dir(path)
+    return _load_saved_model(path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Windows and stitching
+
+
+def window_plan(n_label: int, window: int) -> list[tuple[int, int, int]]:
+    """(window start, keep from, keep to) in label frames covering ``0..n_label`` exactly once (module docstring).
+
+    Keep ranges are relative to the file; ``keep from/to`` lie inside ``[start, start + window)``.
+    """
+    if n_label <= 0:
+        return []
+    hop = max(window // 2, 1)
+    margin = (window - hop) // 2
+    starts = [0]
+    while starts[-1] + window < n_label:
+        starts.append(starts[-1] + hop)
+    plan = []
+    for i, s in enumerate(starts):
+        lo = 0 if i == 0 else s + margin
+        hi = n_label if i == len(starts) - 1 else s + margin + hop
+        plan.append((s, lo, min(hi, n_label)))
+    return plan
+
+
+def localize(audio: np.ndarray, model: LoadedModel, features: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over a whole file in overlapping windows and stitch the centres (module docstring).
+
+    audio: (samples, 4) float32 at the model's sample rate; features: its (T, 64, C) features if already
+    computed (features-in models only). Returns doa (F, N, 3) unit vectors and activity
+    (F, N) probabilities with F = samples // (hop_length * label_hop_frames) label frames.
+    """
+    cfg = model.feature_cfg
+    label_hop = cfg.label_hop_frames
+    n_label = audio.shape[0] // (cfg.hop_length * label_hop)
+    win_label = model.window_frames // label_hop
+    plan = window_plan(n_label, win_label)
+    doa = np.zeros((n_label, model.n_max, 3), np.float32)
+    act = np.zeros((n_label, model.n_max), np.float32)
+    if not plan:
+        return doa, act
+    need_label = plan[-1][0] + win_label
+    if model.input_kind == "audio":
+        step = cfg.hop_length * label_hop
+        source = np.zeros((need_label * step, N_AUDIO_CHANNELS), np.float32)
+        source[:min(len(audio), len(source))] = audio[:len(source)]
+    else:
+        step = label_hop
+        if features is None:
+            features = _features(audio[:n_label * cfg.hop_length * label_hop], cfg, model.source)
+        feats = features[:n_label * label_hop]
+        source = np.zeros((need_label * step,) + feats.shape[1:], np.float32)
+        source[:len(feats)] = feats
+    for b in range(0, len(plan), model.max_batch):
+        chunk = plan[b:b + model.max_batch]
+        x = np.stack([source[s * step:(s + win_label) * step] for s, _, _ in chunk])
+        d, a = model.predict(x)
+        for (s, lo, hi), di, ai in zip(chunk, d, a):
+            doa[lo:hi] = di[lo - s:hi - s]
+            act[lo:hi] = ai[lo - s:hi - s]
+    return doa, act
+
+
+def _features(audio: np.ndarray, cfg: FeatureConfig, source: str) -> np.ndarray:
+    """TF features when the model is a TF one (TensorFlow is loaded anyway), NumPy features for TFLite."""
+    if source.endswith(".tflite"):
+        return features_numpy(audio, cfg)
+    from dtbt_tf.features import feature_function
+
+    return feature_function(cfg)(audio).numpy()
+
+
+def outputs_to_metadata(doa: np.ndarray, activity: np.ndarray, threshold: float = 0.5) -> Metadata:
+    """Rows for every (label frame, slot) with activity > threshold: class 0, track = slot."""
+    frame, slot = np.nonzero(np.asarray(activity) > threshold)
+    vec = np.asarray(doa, np.float64)[frame, slot].reshape(-1, 3)
+    return Metadata(frame.astype(np.int64), np.zeros(frame.size, np.int64), slot.astype(np.int64), vec)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Plot
+
+
+def plot_tracks(meta: Metadata, out_path: str, ref: Metadata | None = None, title: str = "",
+                label_hop_seconds: float = 0.1, n_frames: int | None = None) -> None:
+    """PNG of azimuth and elevation over time, one colour per track slot, the reference (if any) in grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
+    for i, (name, lim) in enumerate((("azimuth", 180), ("elevation", 90))):
+        ax = axes[i]
+        if ref is not None and ref.frame.size:
+            ang = unit_to_polar(ref.doa)[i]
+            ax.scatter(ref.frame * label_hop_seconds, ang, s=14, c="0.7", marker="s", label="reference")
+        for slot in np.unique(meta.track):
+            sel = meta.track == slot
+            ang = np.atleast_1d(unit_to_polar(meta.doa[sel])[i])
+            ax.scatter(meta.frame[sel] * label_hop_seconds, ang, s=4, label=f"slot {slot}")
+        ax.set_ylim(-lim, lim)
+        ax.set_ylabel(f"{name} (deg)")
+        ax.grid(alpha=0.3)
+    if n_frames:
+        axes[1].set_xlim(0, n_frames * label_hop_seconds)
+    axes[1].set_xlabel("time (s)")
+    axes[0].set_title(title)
+    axes[0].legend(loc="upper right", fontsize=7, markerscale=2)
+    fig.tight_layout()
+    tmp = f"{out_path}.tmp{os.getpid()}.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, out_path)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Files
+
+
+def check_audio_header(path: str, cfg: FeatureConfig) -> None:
+    """DataError naming ``path`` if it cannot be read or has the wrong channel count / sample rate."""
+    import soundfile as sf
+
+    try:
+        info = sf.info(path)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read audio ({e})") from None
+    if info.samplerate != cfg.sample_rate:
+        raise DataError(f"{path}: sample rate {info.samplerate} Hz, expected {cfg.sample_rate} Hz")
+    if info.channels != N_AUDIO_CHANNELS:
+        raise DataError(f"{path}: {info.channels} channels, expected {N_AUDIO_CHANNELS}")
+
+
+def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot: bool = False,
+                ref_dir: str | None = None, threshold: float = 0.5, num_threads: int | None = None) -> list[str]:
+    """Localise each wav and write ``<out_dir>/<stem>.csv`` (DCASE rows: frame, 0, slot, azimuth, elevation) and,
+    with ``plot``, ``<stem>.png`` (with ``<ref_dir>/<stem>.csv`` overlaid when it exists).
+
+    Every input is checked (readable, rate, channels) before anything is written; each output is written to a
+    temporary name and renamed. Returns the written paths. Raises DataError / ConfigError on bad input.
+    """
+    if not audio_paths:
+        raise DataError("no audio files given")
+    if ref_dir is not None and not os.path.isdir(ref_dir):
+        raise DataError(f"{ref_dir}: reference metadata folder not found")
+    model = load_model(model_path, num_threads=num_threads)
+    cfg = model.feature_cfg
+    for p in audio_paths:
+        check_audio_header(p, cfg)
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for p in audio_paths:
+        audio = load_audio(p, cfg.sample_rate, N_AUDIO_CHANNELS)
+        doa, act = localize(audio, model)
+        meta = outputs_to_metadata(doa, act, threshold)
+        stem = os.path.splitext(os.path.basename(p))[0]
+        csv_path = os.path.join(out_dir, stem + ".csv")
+        write_metadata(csv_path, meta)
+        written.append(csv_path)
+        if plot:
+            ref = None
+            if ref_dir is not None and os.path.isfile(os.path.join(ref_dir, stem + ".csv")):
+                ref = read_metadata(os.path.join(ref_dir, stem + ".csv"))
+            png = os.path.join(out_dir, stem + ".png")
+            plot_tracks(meta, png, ref, title=f"{stem} ({os.path.basename(model_path.rstrip('/'))})",
+                        label_hop_seconds=cfg.label_hop_seconds, n_frames=len(act))
+            written.append(png)
+    return written
