@@ -219,3 +219,15 @@ def test_unknown_format_and_missing_root(tmp_path):
     with pytest.raises(dcase.DataError, match="not found"):
         extract_dataset(str(tmp_path / "nope"), "mic", str(tmp_path / "o"), progress=False)
     assert not (tmp_path / "o").exists()
+
+
+def test_custom_splits(tiny, tmp_path):
+    out = str(tmp_path / "feat")
+    extract_dataset(tiny, "foa", out, splits={"train": (2, 3, 4, 5, 6), "test": (1,)}, progress=False)
+    man = _manifest(out)
+    assert sorted(man["splits"]) == ["test", "train"] and man["splits"]["train"]["n_files"] == 6
+    with pytest.raises(ConfigError, match="fold 2 is in both"):
+        extract_dataset(tiny, "foa", str(tmp_path / "o"), splits={"train": (2, 3), "val": (2,)}, progress=False)
+    with pytest.raises(ConfigError, match="no 'train' split"):
+        extract_dataset(tiny, "foa", str(tmp_path / "o"), splits={"test": (1,)}, progress=False)
+    assert not (tmp_path / "o").exists()

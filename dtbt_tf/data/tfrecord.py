@@ -120,6 +120,8 @@ def _validate(rec: dcase.Recording, cfg: FeatureConfig, n_max: int) -> Job:
 
 def _normalise_splits(splits: dict | None) -> dict:
     splits = dict(splits or dcase.DEFAULT_SPLITS)
+    if "train" not in splits:
+        raise ConfigError(f"splits {sorted(splits)} have no 'train' split (normalisation statistics need it)")
     seen: dict[int, str] = {}
     for name, folds in splits.items():
         if not re.fullmatch(r"[A-Za-z0-9_]+", name):
@@ -293,8 +295,6 @@ def extract_dataset(root: str, fmt: str, out_dir: str, n_max: int = 2, splits: d
     Raises DataError/ConfigError (one line, naming the file) before writing anything if the input is bad.
     """
     cfg, splits, shards = plan(root, fmt, n_max, splits, shard_files)
-    if "train" not in splits:
-        raise ConfigError(f"splits {sorted(splits)} have no 'train' split (normalisation statistics need it)")
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     path = os.path.join(out_dir, MANIFEST)
     if os.path.exists(path):
