@@ -1,0 +1,220 @@
+"""Dry source signals: procedural families for the 14 DCASE class ids, or real mono clips from a folder.
+
+Families (each event draws its own parameters around its class's ranges, so classes differ and events vary):
+harmonic tones with vibrato and glide, band-limited noise with slow modulation, repeated log chirps, impulsive
+trains of filtered decaying bursts, and formant-filtered glottal pulse trains (vowel-like). Every signal gets an
+attack/release envelope and unit RMS; levels are set by the scene.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+
+import numpy as np
+import scipy.signal
+
+from dtbt_tf.data.dcase import DataError
+
+FS = 24000
+N_CLASSES = 14
+MIN_CLIP_SECONDS = 0.3
+
+_VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
+
+# class id -> (family, parameters); ranges are (min, max) and sampled per event.
+CLASS_FAMILIES = (
+    ("harmonic", {"f0": (90, 250), "vibrato": (0.002, 0.01), "tilt": (1.0, 2.0)}),
+    ("harmonic", {"f0": (250, 700), "vibrato": (0.005, 0.02), "tilt": (0.7, 1.5)}),
+    ("harmonic", {"f0": (700, 2000), "vibrato": (0.01, 0.04), "tilt": (1.5, 3.0)}),
+    ("band_noise", {"centre": (150, 500), "ratio": (1.5, 3.0)}),
+    ("band_noise", {"centre": (800, 2500), "ratio": (1.3, 2.5)}),
+    ("band_noise", {"centre": (3000, 8000), "ratio": (1.3, 2.0)}),
+    ("chirp", {"low": (200, 600), "high": (1500, 4000), "period": (0.15, 0.8), "up": True}),
+    ("chirp", {"low": (400, 1000), "high": (2000, 6000), "period": (0.3, 1.2), "up": False}),
+    ("impulses", {"rate": (1.5, 4.0), "decay": (0.01, 0.04), "centre": (150, 600)}),
+    ("impulses", {"rate": (6.0, 15.0), "decay": (0.002, 0.008), "centre": (1500, 5000)}),
+    ("impulses", {"rate": (0.5, 1.5), "decay": (0.1, 0.3), "centre": (600, 2500)}),
+    ("formant", {"f0": (85, 150), "formant_scale": (0.9, 1.0)}),
+    ("formant", {"f0": (165, 260), "formant_scale": (1.0, 1.15)}),
+    ("formant", {"f0": (280, 500), "formant_scale": (1.15, 1.3)}),
+)
+
+
+def _loguniform(rng, lo, hi):
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def _harmonic(n, rng, p):
+    t = np.arange(n) / FS
+    f0 = _loguniform(rng, *p["f0"])
+    vib = rng.uniform(*p["vibrato"]) * np.sin(2 * np.pi * rng.uniform(3, 8) * t + rng.uniform(0, 2 * np.pi))
+    glide = 1 + rng.uniform(-0.1, 0.1) * t / max(t[-1], 1e-3)
+    phase = 2 * np.pi * np.cumsum(f0 * (1 + vib) * glide) / FS
+    n_harm = int(max(1, min(12, 0.45 * FS / (1.2 * f0))))
+    tilt = rng.uniform(*p["tilt"])
+    amps = np.arange(1, n_harm + 1) ** -tilt * rng.uniform(0.5, 1.0, n_harm)
+    return sum(a * np.sin(h * phase + rng.uniform(0, 2 * np.pi)) for h, a in zip(range(1, n_harm + 1), amps))
+
+
+def _bandpass(x, centre, ratio, order=4):
+    lo, hi = centre / np.sqrt(ratio), min(centre * np.sqrt(ratio), 0.45 * FS)
+    sos = scipy.signal.butter(order, [lo, hi], btype="bandpass", fs=FS, output="sos")
+    return scipy.signal.sosfilt(sos, x)
+
+
+def _band_noise(n, rng, p):
+    t = np.arange(n) / FS
+    x = _bandpass(rng.standard_normal(n), _loguniform(rng, *p["centre"]), rng.uniform(*p["ratio"]))
+    return x * (1 + rng.uniform(0, 0.6) * np.sin(2 * np.pi * rng.uniform(0.5, 4) * t + rng.uniform(0, 2 * np.pi)))
+
+
+def _chirp(n, rng, p):
+    t = np.arange(n) / FS
+    f_lo, f_hi = _loguniform(rng, *p["low"]), _loguniform(rng, *p["high"])
+    period = rng.uniform(*p["period"])
+    pos = (t % period) / period
+    if not p["up"]:
+        pos = 1 - pos
+    duty = rng.uniform(0.6, 1.0)
+    phase = 2 * np.pi * np.cumsum(f_lo * (f_hi / f_lo) ** np.minimum(pos / duty, 1.0)) / FS
+    gate = np.clip(np.minimum((t % period) / 0.005, (duty * period - t % period) / 0.005), 0, 1)
+    return (np.sin(phase) + 0.3 * np.sin(2 * phase)) * gate
+
+
+def _impulses(n, rng, p):
+    rate = rng.uniform(*p["rate"])
+    train = np.zeros(n)
+    t = rng.uniform(0, 0.3 / rate)
+    while t < n / FS:
+        train[int(t * FS)] = rng.uniform(0.5, 1.0)
+        t += rng.uniform(0.7, 1.3) / rate
+    decay = rng.uniform(*p["decay"])
+    k = np.arange(int(5 * decay * FS) + 1) / FS
+    burst = _bandpass(rng.standard_normal(k.size) * np.exp(-k / decay), _loguniform(rng, *p["centre"]),
+                      rng.uniform(1.5, 4.0), order=2)
+    return scipy.signal.fftconvolve(train, burst)[:n]
+
+
+def _formant(n, rng, p):
+    t = np.arange(n) / FS
+    f0 = _loguniform(rng, *p["f0"]) * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(0.3, 1.2) * t))
+    f0 = f0 * (1 + 0.01 * rng.standard_normal(n).cumsum() / np.sqrt(np.arange(1, n + 1)))
+    cycles = np.cumsum(f0) / FS
+    pulses = np.diff(np.floor(cycles), prepend=0.0)
+    x = scipy.signal.lfilter([1.0], [1.0, -0.95], pulses)  # glottal spectral tilt
+    scale = rng.uniform(*p["formant_scale"])
+    for f, bw in zip(np.asarray(_VOWELS[rng.integers(len(_VOWELS))]) * scale, (80, 100, 140)):
+        r = np.exp(-np.pi * bw / FS)
+        x = scipy.signal.lfilter([1 - r], [1, -2 * r * np.cos(2 * np.pi * f / FS), r * r], x)
+    syllables = 0.3 + 0.7 * np.abs(np.sin(np.pi * rng.uniform(2, 5) * t + rng.uniform(0, np.pi)))
+    return x * syllables
+
+
+_FAMILIES = {"harmonic": _harmonic, "band_noise": _band_noise, "chirp": _chirp, "impulses": _impulses,
+             "formant": _formant}
+
+
+def envelope(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Raised-cosine attack (5-50 ms) and release (20-200 ms), then unit RMS (silence stays silent)."""
+    n = x.size
+    attack = min(int(rng.uniform(0.005, 0.05) * FS), n // 4)
+    release = min(int(rng.uniform(0.02, 0.2) * FS), n // 4)
+    env = np.ones(n)
+    env[:attack] = 0.5 * (1 - np.cos(np.pi * np.arange(attack) / max(attack, 1)))
+    env[n - release:] = 0.5 * (1 + np.cos(np.pi * np.arange(release) / max(release, 1)))
+    y = x * env
+    rms = np.sqrt(np.mean(y ** 2))
+    return y / rms if rms > 1e-12 else y
+
+
+def procedural(cls: int, n: int, seed: int) -> np.ndarray:
+    """Dry signal (n,) float64 of class `cls` (0..13), unit RMS, deterministic in `seed`."""
+    family, params = CLASS_FAMILIES[cls]
+    rng = np.random.default_rng(seed)
+    return envelope(_FAMILIES[family](n, rng, params), rng)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Real clips
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+    """A mono clip: absolute path, path relative to the library root, class id, length in samples at 24 kHz."""
+
+    path: str
+    relpath: str
+    cls: int
+    n_samples: int
+
+
+class ClipLibrary:
+    """Mono wav clips from a folder. Subfolders (sorted by name) are classes 0, 1, ...; a flat folder assigns
+    classes round-robin over the 14 DCASE ids by sorted file name. Multichannel clips are averaged to mono
+    and every clip is resampled to 24 kHz."""
+
+    def __init__(self, root: str, clips: list[Clip]):
+        self.root = root
+        self.clips = clips
+
+    @classmethod
+    def from_dir(cls, root: str) -> "ClipLibrary":
+        import soundfile as sf
+
+        if not os.path.isdir(root):
+            raise DataError(f"{root}: sources folder not found")
+        subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if subdirs:
+            groups = [(k, sorted(os.path.join(d, f) for f in os.listdir(os.path.join(root, d))
+                                 if f.lower().endswith(".wav"))) for k, d in enumerate(subdirs)]
+        else:
+            files = sorted(f for f in os.listdir(root) if f.lower().endswith(".wav"))
+            groups = [(k % N_CLASSES, [f]) for k, f in enumerate(files)]
+        clips = []
+        for k, rels in groups:
+            for rel in rels:
+                path = os.path.join(root, rel)
+                try:
+                    info = sf.info(path)
+                except Exception as e:
+                    raise DataError(f"{path}: cannot read audio ({e})") from None
+                n = int(np.ceil(info.frames * FS / info.samplerate))
+                if n < MIN_CLIP_SECONDS * FS:
+                    raise DataError(f"{path}: clip is shorter than {MIN_CLIP_SECONDS} s")
+                clips.append(Clip(os.path.abspath(path), rel, k, n))
+        if not clips:
+            raise DataError(f"{root}: sources folder contains no .wav clips")
+        return cls(root, clips)
+
+    def fingerprint(self) -> list:
+        """[relpath, size in bytes, class] per clip: what the cache compares."""
+        return [[c.relpath, os.path.getsize(c.path), c.cls] for c in self.clips]
+
+    def classes(self) -> list[int]:
+        return sorted({c.cls for c in self.clips})
+
+    def excerpt(self, index: int, start: int, n: int, seed: int) -> np.ndarray:
+        """`n` samples of clip `index` from sample `start` (24 kHz), with a short envelope, unit RMS."""
+        x = _load_clip(self.clips[index].path)[start:start + n]
+        x = np.pad(x, (0, n - x.size))
+        rng = np.random.default_rng(seed)
+        y = envelope(x, rng)
+        if not np.any(y):
+            raise DataError(f"{self.clips[index].path}: clip excerpt at {start / FS:.2f} s is silent")
+        return y
+
+
+@functools.lru_cache(maxsize=64)
+def _load_clip(path: str) -> np.ndarray:
+    import soundfile as sf
+
+    try:
+        x, sr = sf.read(path, dtype="float64", always_2d=True)
+    except Exception as e:
+        raise DataError(f"{path}: cannot read audio ({e})") from None
+    x = x.mean(axis=1)
+    if sr != FS:
+        g = np.gcd(int(sr), FS)
+        x = scipy.signal.resample_poly(x, FS // g, int(sr) // g)
+    return x

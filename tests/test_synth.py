@@ -1,0 +1,280 @@
+"""Synthetic scene generator: layout, determinism, cache, ground truth of the rendered directions, errors."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.signal
+import soundfile as sf
+
+from dtbt_tf.config import ConfigError
+from dtbt_tf.data import dcase
+from dtbt_tf.data.synth import SynthConfig, get_preset, make_dataset
+from dtbt_tf.data.synth.render import diffuse_noise, render_scene
+from dtbt_tf.data.synth.rooms import FS, build_bank, make_rooms
+from dtbt_tf.data.synth.scenes import plan_scenes
+from dtbt_tf.data.synth.signals import ClipLibrary
+from dtbt_tf.data.synth.stats import plot_statistics
+from dtbt_tf.geometry import angular_distance_deg, mic_capsule_positions, polar_to_unit
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Tiny but complete: 6 folds x 2 scenes (ov1, ov2) x 2 s, coarse grid, low ISM order.
+TINY = SynthConfig(name="tiny", n_folds=6, scenes_per_fold=2, scene_seconds=2.0, event_seconds=(0.5, 1.0),
+                   gap_seconds=(0.1, 0.4), azimuth_step_deg=30.0, elevations_deg=(-30.0, 0.0, 30.0),
+                   distances_m=(1.0,), ism_order=2, rt60_s=(0.2, 0.4))
+ONE = TINY.replace(name="one", n_folds=1)
+# Direct path only, no noise, one source at a time, on the default 10-degree grid.
+ANECHOIC = get_preset("quick").replace(name="anechoic", n_folds=1, scenes_per_fold=1, scene_seconds=8.0,
+                                       anechoic=True, snr_db=None, max_polyphony=1, moving_fraction=0.0,
+                                       distances_m=(1.5,), event_seconds=(1.0, 2.0), gap_seconds=(0.2, 0.4))
+
+
+def _bytes(root, *parts):
+    with open(os.path.join(root, *parts), "rb") as f:
+        return f.read()
+
+
+def _files(root):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if not f.endswith(".json"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return make_dataset(TINY, out=str(tmp_path_factory.mktemp("synth") / "tiny"), seed=3, workers=1, progress=False)
+
+
+def _render(cfg, seed=0, clips=None, formats=("foa", "mic")):
+    rooms = make_rooms(cfg, seed)
+    bank = build_bank(rooms[0], cfg, seed)
+    scene = plan_scenes(cfg, rooms, seed, clips)[0]
+    return scene, render_scene(scene, bank, formats, clips)
+
+
+def _intensity_direction(foa):
+    """Broadband active-intensity direction of FOA (n, 4) ACN: sum of Re(conj(W) [X, Y, Z]) over the STFT."""
+    _, _, s = scipy.signal.stft(foa.T, nperseg=512)
+    i = np.real(np.conj(s[0])[None] * s[1:]).sum(axis=(1, 2))  # Y, Z, X
+    return np.array([i[2], i[0], i[1]])
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Layout and loader
+
+
+def test_layout_is_read_by_the_dcase_loader(tiny):
+    foa, mic = dcase.discover(tiny, "foa"), dcase.discover(tiny, "mic")
+    assert [r.stem for r in foa] == [r.stem for r in mic] and len(foa) == 12
+    for split, folds in dcase.DEFAULT_SPLITS.items():
+        assert {r.fold for r in dcase.split_recordings(foa, split)} == set(folds)
+    rooms_by_fold = {}
+    for r in foa + mic:
+        x = dcase.load_audio(r.audio_path)
+        assert x.shape == (2 * FS, 4) and 0.5 < np.abs(x).max() <= 0.91
+        assert sf.info(r.audio_path).subtype == "PCM_16"
+        meta = dcase.read_metadata(r.metadata_path)
+        doa, active, _ = dcase.metadata_to_labels(meta, 20, r.overlap, r.metadata_path)
+        assert active.sum(axis=1).max() == r.overlap  # name's ov field = max polyphony of the scene
+        assert np.allclose(np.linalg.norm(doa[active > 0], axis=-1), 1, atol=1e-6)
+        el = np.rad2deg(np.arcsin(meta.doa[:, 2]))
+        assert np.all(np.abs(el) <= 30.5)
+        rooms_by_fold.setdefault(r.fold, set()).add(r.room)
+    all_rooms = [room for rs in rooms_by_fold.values() for room in rs]
+    assert len(all_rooms) == len(set(all_rooms)) == 6  # no room shared between folds
+
+
+def test_statistics_figure(tiny, tmp_path):
+    summary = plot_statistics(tiny, str(tmp_path / "stats.png"))
+    assert summary["n_files"] == 12 and abs(summary["hours"] - 12 * 2 / 3600) < 1e-6
+    assert len(summary["polyphony_fraction"]) == 3 and abs(sum(summary["polyphony_fraction"]) - 1) < 1e-9
+    with open(tmp_path / "stats.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Determinism, cache, restart
+
+
+def test_same_seed_same_bytes_different_seed_different(tmp_path):
+    a = make_dataset(ONE, out=str(tmp_path / "a"), seed=1, workers=1, progress=False)
+    b = make_dataset(ONE, out=str(tmp_path / "b"), seed=1, workers=2, progress=False)
+    c = make_dataset(ONE, out=str(tmp_path / "c"), seed=2, workers=1, progress=False)
+    fa = [os.path.relpath(p, a) for p in _files(a)]
+    assert fa == [os.path.relpath(p, b) for p in _files(b)] and len(fa) == 6
+    for rel in fa:
+        assert _bytes(a, rel) == _bytes(b, rel)
+    wav = dcase.discover(c, "foa")[0].audio_path
+    assert _bytes(c, wav) != _bytes(a, os.path.relpath(dcase.discover(a, "foa")[0].audio_path, a))
+
+
+def test_cache_reuse_and_changed_config_is_an_error(tmp_path):
+    out = str(tmp_path / "d")
+    make_dataset(ONE, out=out, seed=1, workers=1, progress=False)
+    stamps = {p: os.stat(p).st_mtime_ns for p in _files(out)}
+    assert make_dataset(ONE, out=out, seed=1, workers=1, progress=False) == out
+    assert {p: os.stat(p).st_mtime_ns for p in _files(out)} == stamps
+    with pytest.raises(ConfigError, match="scene_seconds"):
+        make_dataset(ONE.replace(scene_seconds=3.0), out=out, seed=1, progress=False)
+    with pytest.raises(ConfigError, match="seed"):
+        make_dataset(ONE, out=out, seed=2, progress=False)
+    os.makedirs(tmp_path / "other")
+    (tmp_path / "other" / "notes.txt").write_text("x")
+    with pytest.raises(ConfigError, match="synth_config.json"):
+        make_dataset(ONE, out=str(tmp_path / "other"), progress=False)
+
+
+def test_default_folder_is_named_after_preset_and_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = make_dataset(ONE, seed=4, fmt="foa", workers=1, progress=False)
+    assert root == os.path.join("data", "synth_one_seed4") and os.path.isdir(os.path.join(root, "foa_dev"))
+    assert not os.path.exists(os.path.join(root, "mic_dev"))
+
+
+def test_restart_rerenders_only_missing_scenes_and_formats_can_be_added(tmp_path):
+    out = str(tmp_path / "r")
+    make_dataset(ONE, out=out, fmt="foa", seed=1, workers=1, progress=False)
+    recs = dcase.discover(out, "foa")
+    victim, kept = recs[0], recs[1]
+    original = _bytes(out, victim.audio_path)
+    stamp = os.stat(kept.audio_path).st_mtime_ns
+    os.remove(victim.audio_path)
+    os.remove(victim.metadata_path)
+    stale = victim.audio_path + ".tmp999.wav"
+    open(stale, "wb").close()
+    make_dataset(ONE, out=out, fmt="mic", seed=1, workers=1, progress=False)  # restart + add a format
+    assert _bytes(out, victim.audio_path) == original and not os.path.exists(stale)
+    assert os.stat(kept.audio_path).st_mtime_ns == stamp
+    both = make_dataset(ONE, out=str(tmp_path / "both"), fmt="both", seed=1, workers=1, progress=False)
+    for rel in [os.path.relpath(p, both) for p in _files(both)]:  # same bytes as rendering both at once
+        assert _bytes(out, rel) == _bytes(both, rel)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ground truth of the rendered directions
+
+
+def test_anechoic_static_foa_intensity_matches_labels():
+    scene, audio = _render(ANECHOIC)
+    assert len(scene.events) >= 3
+    for e in scene.events:
+        a, b = int(e.onset * FS), int((e.onset + e.duration) * FS)
+        err = angular_distance_deg(_intensity_direction(audio["foa"][a:b]), polar_to_unit(e.azimuth, e.elevation))
+        assert err < 2.0, (e.azimuth, e.elevation, err)
+
+
+def test_anechoic_mic_delays_match_label_geometry(tmp_path):
+    sf.write(tmp_path / "white.wav", np.random.default_rng(0).standard_normal(16000 * 3) * 0.1, 16000)
+    clips = ClipLibrary.from_dir(str(tmp_path))
+    scene, audio = _render(ANECHOIC, clips=clips, formats=("mic",))
+    caps = mic_capsule_positions()
+    pairs = [(i, j) for i in range(4) for j in range(i + 1, 4)]
+    for e in scene.events:
+        a, b = int(e.onset * FS), int((e.onset + e.duration) * FS)
+        x = audio["mic"][a:b].astype(np.float64)
+        n = 2 * len(x)
+        taus = []
+        for i, j in pairs:  # lag of capsule j behind capsule i: cross-correlation peak, parabolic refinement
+            cc = np.fft.irfft(np.fft.rfft(x[:, j], n) * np.conj(np.fft.rfft(x[:, i], n)), n)
+            cc = np.r_[cc[-10:], cc[:11]]
+            k = int(np.argmax(cc))
+            taus.append(k - 10 + 0.5 * (cc[k - 1] - cc[k + 1]) / (cc[k - 1] - 2 * cc[k] + cc[k + 1]))
+        label = polar_to_unit(e.azimuth, e.elevation)
+        geom = np.array([caps[i] - caps[j] for i, j in pairs]) / 343.0 * FS  # plane wave: tau_ij = (q_i - q_j).u / c
+        assert np.abs(np.array(taus) - geom @ label).max() < 0.25
+        u = np.linalg.lstsq(geom, np.array(taus), rcond=None)[0]
+        assert angular_distance_deg(u, label) < 3.0
+
+
+def test_moving_source_labels_follow_configured_speed_and_rendering():
+    cfg = ANECHOIC.replace(moving_fraction=1.0, speed_deg_s=(20.0, 20.0), elevation_drift_deg_s=0.0,
+                           event_seconds=(2.0, 3.0))
+    scene, audio = _render(cfg, formats=("foa",))
+    meta = scene.metadata()
+    errs = []
+    for e in scene.events:
+        assert e.moving and abs(e.azimuth_speed) == 20.0
+    for cls, track in {(int(c), int(t)) for c, t in zip(meta.cls, meta.track)}:
+        sel = np.flatnonzero((meta.cls == cls) & (meta.track == track))
+        cont = np.diff(meta.frame[sel]) == 1
+        step = angular_distance_deg(meta.doa[sel[1:]], meta.doa[sel[:-1]])[cont]
+        el = np.arcsin(meta.doa[sel[1:], 2])[cont]
+        assert np.allclose(step / np.cos(el), 2.0, atol=1e-3)  # 20 deg/s of azimuth = 2 deg per 100 ms
+    for k, d in zip(meta.frame, meta.doa):
+        errs.append(angular_distance_deg(_intensity_direction(audio["foa"][k * 2400:(k + 1) * 2400]), d))
+    assert np.median(errs) < 1.0 and np.percentile(errs, 80) < 3.0
+
+
+def test_reverberant_bank_decays_with_the_room_rt60():
+    import pyroomacoustics as pra
+
+    cfg = TINY.replace(rt60_s=(0.6, 0.6), n_folds=1)
+    room = make_rooms(cfg, 0)[0]
+    bank = build_bank(room, cfg, 0)
+    h = np.zeros(bank.tail_start + bank.tails.shape[1])
+    h[:bank.early.shape[-2]] += bank.early[0, 0, 1, :, 0]
+    h[bank.tail_start:] += bank.tails[0, :, 0]
+    assert abs(pra.experimental.measure_rt60(h, FS) - 0.6) < 0.1
+    direct = np.argmax(np.abs(h))
+    assert abs(direct - room.distances[0] / 343.0 * FS) <= 1  # direct path at the ring distance
+
+
+def test_diffuse_noise_has_isotropic_statistics():
+    x = diffuse_noise(4 * FS, 7, range(8))
+    cov = np.cov(x.T)
+    assert np.allclose(np.diag(cov)[:4], [1, 1 / 3, 1 / 3, 1 / 3], rtol=0.05)
+    assert np.abs(cov[:4, :4] - np.diag(np.diag(cov[:4, :4]))).max() < 0.03  # FOA channels uncorrelated
+    assert 0.3 < cov[4, 5] / cov[4, 4] < 0.95  # nearby capsules: partly coherent (low frequencies)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Scene statistics and tracks (no rendering)
+
+
+def test_polyphony_never_exceeds_the_maximum_and_tracks_are_dcase_style():
+    cfg = get_preset("quick", max_polyphony=3, scenes_per_fold=12, scene_seconds=20.0)
+    assert "max_polyphony3" in cfg.name
+    scenes = plan_scenes(cfg, make_rooms(cfg, 0), 0)
+    seen_second_track = False
+    for s in scenes:
+        poly = s.frame_activity().sum(axis=0)
+        assert poly.max() <= 3 and s.max_polyphony == poly.max() and s.name.endswith(f"_ov{poly.max()}")
+        meta = s.metadata()
+        for f in np.unique(meta.frame):
+            ids = [(c, t) for c, t in zip(meta.cls[meta.frame == f], meta.track[meta.frame == f])]
+            assert len(ids) == len(set(ids))
+        seen_second_track |= bool((meta.track > 0).any())
+        for e in s.events:
+            assert 0.5 <= e.duration <= 5.0 and abs(e.elevation) <= 40 and 0 <= e.cls < 14
+    assert {s.max_polyphony for s in scenes} == {1, 2, 3} and seen_second_track
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Errors
+
+
+def test_bad_arguments_are_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="unknown synthetic preset 'nope'"):
+        make_dataset("nope", out=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="format"):
+        make_dataset(ONE, out=str(tmp_path / "x"), fmt="binaural")
+    with pytest.raises(ConfigError, match="seed"):
+        make_dataset(ONE, out=str(tmp_path / "x"), seed=-1)
+    with pytest.raises(ConfigError, match="max_polyphony"):
+        TINY.replace(max_polyphony=0)
+    os.makedirs(tmp_path / "empty")
+    with pytest.raises(dcase.DataError, match="no .wav clips"):
+        make_dataset(ONE, out=str(tmp_path / "x"), sources_dir=str(tmp_path / "empty"))
+    with pytest.raises(dcase.DataError, match="not found"):
+        make_dataset(ONE, out=str(tmp_path / "x"), sources_dir=str(tmp_path / "missing"))
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_cli_exits_2_with_one_line_error(tmp_path):
+    os.makedirs(tmp_path / "empty")
+    script = os.path.join(REPO, "scripts", "make_dataset.py")
+    for args, text in ((["--preset", "nope"], "unknown synthetic preset"),
+                       (["--sources-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], "no .wav clips")):
+        p = subprocess.run([sys.executable, script, *args], capture_output=True, text=True, cwd=tmp_path)
+        assert p.returncode == 2 and p.stderr.startswith("error: ") and text in p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
