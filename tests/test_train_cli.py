@@ -1,0 +1,54 @@
+"""scripts/train.py end to end on a tiny DCASE-layout folder, and its one-line errors."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from dtbt_tf.metrics import METRIC_KEYS
+from dtbt_tf.models.hnet import build_hnet
+from test_training import REPO, write_tiny_dcase
+
+SMALL = ["--conv-filters", "8", "--rnn-units", "8", "--fc-units", "8"]
+
+
+def _run(args, cwd):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    return subprocess.run([sys.executable, os.path.join(REPO, "scripts", "train.py"), *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    base = tmp_path_factory.mktemp("cli")
+    root = write_tiny_dcase(base / "dcase", seconds=1.5)
+    hnet = str(base / "hnet.keras")
+    build_hnet(2, units=8).save(hnet)
+    return base, root, hnet
+
+
+def test_cli_end_to_end(setup):
+    base, root, hnet = setup
+    out = base / "run"
+    proc = _run(["--loss", "full", "--data", root, "--hnet", hnet, "--epochs", "1", "--batch-size", "2",
+                 "--seq-hop", "50", "--out", str(out), *SMALL], cwd=base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LE (deg)" in proc.stdout and "MOTA (%)" in proc.stdout  # the metric table
+    for name in ("run_config.json", "best.keras", "ckpt", "tb", "test_metrics.json", "predictions", "export"):
+        assert (out / name).exists(), name
+    assert set(json.loads((out / "test_metrics.json").read_text())) == set(METRIC_KEYS)
+    assert os.path.isdir(root + "_features_foa_n2")  # features cached next to the DCASE root
+
+
+def test_cli_bad_input_is_one_line_exit_2(setup):
+    base, root, hnet = setup
+    hnet3 = str(base / "hnet3.keras")
+    build_hnet(3, units=8).save(hnet3)
+    proc = _run(["--data", root, "--hnet", hnet3, "--out", str(base / "bad"), *SMALL], cwd=base)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and "n_max=3" in lines[-1], proc.stderr[-2000:]
+    assert not any(line.startswith("Traceback") for line in lines)
+    proc = _run(["--data", str(base / "missing"), "--hnet", hnet, "--out", str(base / "bad2")], cwd=base)
+    assert proc.returncode == 2 and "missing: data folder not found" in proc.stderr
