@@ -28,6 +28,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -57,11 +58,21 @@ def _configs_for(model: keras.Model, feature_cfg: FeatureConfig | None, doanet_c
 
 def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
                   doanet_cfg: DoanetConfig | None = None):
-    """(model, feature_cfg, doanet_cfg) from a training run folder or a DOAnet keras.Model (+ optional configs)."""
+    """(model, feature_cfg, doanet_cfg) from a training run folder, a DOAnet ``.keras`` file or a keras.Model
+    (configs from the arguments, else from the run config, else from the model's shapes)."""
     if isinstance(run_dir_or_model, (str, os.PathLike)):
-        from dtbt_tf.training import load_trained
+        path = os.fspath(run_dir_or_model)
+        if path.endswith(".keras"):
+            if not os.path.isfile(path):
+                raise ConfigError(f"{path}: file not found")
+            model = keras.saving.load_model(path, compile=False)
+        elif os.path.isdir(path):
+            from dtbt_tf.training import load_trained
 
-        model, feature_cfg, doanet_cfg, _ = load_trained(os.fspath(run_dir_or_model))
+            model, run_feature_cfg, run_doanet_cfg, _ = load_trained(path)
+            feature_cfg, doanet_cfg = feature_cfg or run_feature_cfg, doanet_cfg or run_doanet_cfg
+        else:
+            raise ConfigError(f"{path}: not a training run folder or a .keras file")
     else:
         model = run_dir_or_model
     feature_cfg, doanet_cfg = _configs_for(model, feature_cfg, doanet_cfg)
@@ -213,20 +224,43 @@ def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", w
     return out_path
 
 
+def export_all(model_path: str, out_dir: str, version: int = 1, tflite: str | Sequence[str] = (),
+               window_frames: int = WINDOW_FRAMES, saved_model: bool = True, overwrite: bool = False) -> list[str]:
+    """What ``scripts/export.py`` does: the SavedModel ``<out_dir>/<version>/`` and the TFLite variants
+    ``<out_dir>/tflite/doanet_<fmt>_<variant>.tflite`` (variants: fp32, int8, fp16, audio = fp32 audio-in).
+
+    Every target is checked (names, existing files) before anything is written. Returns the written paths.
+    """
+    variants = [v.strip() for v in (tflite.split(",") if isinstance(tflite, str) else tflite) if v.strip()]
+    unknown = [v for v in variants if v not in QUANTIZATIONS + ("audio",)]
+    if unknown:
+        raise ConfigError(f"unknown TFLite variant {unknown[0]!r}; expected some of {QUANTIZATIONS + ('audio',)}")
+    if not saved_model and not variants:
+        raise ConfigError("nothing to export (no SavedModel and no TFLite variant)")
+    model, feature_cfg, doanet_cfg = resolve_model(model_path)
+    targets = {v: os.path.join(out_dir, "tflite", f"doanet_{feature_cfg.fmt}_{v}.tflite") for v in variants}
+    clash = [p for p in targets.values() if os.path.exists(p)]
+    if saved_model and os.path.exists(os.path.join(out_dir, str(int(version)))):
+        clash.insert(0, os.path.join(out_dir, str(int(version))))
+    if clash and not overwrite:
+        raise ConfigError(f"{clash[0]}: already exists (use another version or overwrite)")
+    written = []
+    if saved_model:
+        written.append(export_saved_model(model, out_dir, version, feature_cfg, doanet_cfg, overwrite=overwrite))
+    for v, path in targets.items():
+        quant, kind = ("fp32", "audio") if v == "audio" else (v, "features")
+        written.append(export_tflite(model, path, quant, window_frames, feature_cfg, doanet_cfg, input_kind=kind))
+    return written
+
+
 def tflite_op_names(path_or_bytes) -> set[str]:
-    """Names of the ops in a TFLite model (e.g. to check that none is a Flex / custom op)."""
-    from ai_edge_litert.interpreter import Interpreter
+    """Names of the ops in a TFLite model (e.g. to check that none is a Flex / custom op); the interpreter is
+    built without its default XNNPACK delegate so the model's own ops are listed."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    kw = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": path_or_bytes}
-    interp = Interpreter(experimental_preserve_all_tensors=False,
-                         experimental_op_resolver_type=_no_delegate_resolver(), **kw)
+    source = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": path_or_bytes}
+    interp = Interpreter(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **source)
     return {op["op_name"] for op in interp._get_ops_details()}
-
-
-def _no_delegate_resolver():
-    from ai_edge_litert.interpreter import OpResolverType
-
-    return OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
 
 
 # ----------------------------------------------------------------------------------------------------------

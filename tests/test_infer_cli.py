@@ -1,0 +1,118 @@
+"""scripts/infer.py and scripts/export.py end to end on a tiny random DOAnet."""
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from dtbt_tf.data.dcase import Metadata, format_name, read_metadata, write_audio, write_metadata
+from test_export import noise, tiny_doanet
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _script(name):
+    spec = importlib.util.spec_from_file_location(f"{name}_cli", os.path.join(REPO, "scripts", f"{name}.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """scripts/export.py on a .keras DOAnet: SavedModel version 1 + an fp32 TFLite with a short window."""
+    root = tmp_path_factory.mktemp("cli")
+    model, _ = tiny_doanet("foa", seed=2)
+    model.save(str(root / "doanet.keras"))
+    out = root / "doanet_foa"
+    assert _script("export").main(["--model", str(root / "doanet.keras"), "--out", str(out), "--tflite", "fp32",
+                                   "--window", "50"]) == 0
+    wavs = []
+    for mix, seconds in ((1, 7.3), (2, 2.0)):
+        path = root / "audio" / (format_name(1, 1, mix, 1) + ".wav")
+        path.parent.mkdir(exist_ok=True)
+        write_audio(str(path), noise(seconds, 20 + mix))
+        wavs.append(str(path))
+    ref = root / "ref"
+    ref.mkdir()
+    frames = np.arange(10, 60)
+    write_metadata(str(ref / (format_name(1, 1, 1, 1) + ".csv")),
+                   Metadata(frames, np.zeros_like(frames), np.zeros_like(frames), np.tile([[0.0, 1.0, 0.0]], (50, 1))))
+    return root, str(out), wavs, str(ref)
+
+
+def test_export_cli_layout_and_refusals(exported, capsys):
+    root, out, _, _ = exported
+    assert sorted(os.listdir(out)) == ["1", "tflite"]
+    assert sorted(os.listdir(os.path.join(out, "tflite"))) == ["doanet_foa_fp32.json", "doanet_foa_fp32.tflite"]
+    export = _script("export")
+    assert export.main(["--model", str(root / "doanet.keras"), "--out", out]) == 2  # version 1 exists
+    assert export.main(["--model", str(root / "doanet.keras"), "--out", out, "--version", "2",
+                        "--tflite", "int4"]) == 2
+    assert export.main(["--model", str(root / "missing"), "--out", out, "--version", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3 and all(line.startswith("error: ") for line in err)
+    assert "already exists" in err[0] and "int4" in err[1] and "missing" in err[2]
+    assert sorted(os.listdir(out)) == ["1", "tflite"]
+
+
+def test_infer_saved_model_csv_and_plot(exported, tmp_path, capsys):
+    root, out, wavs, ref = exported
+    res = tmp_path / "pred"
+    assert _script("infer").main(wavs + ["--model", out, "--out", str(res), "--plot", "--ref", ref,
+                                         "--threshold", "0.3"]) == 0
+    stems = [os.path.splitext(os.path.basename(w))[0] for w in wavs]
+    assert sorted(os.listdir(res)) == sorted(f"{s}.{e}" for s in stems for e in ("csv", "png"))
+    for stem, n_label in zip(stems, (73, 20)):
+        lines = open(res / f"{stem}.csv").read().splitlines()
+        for line in lines:
+            frame, cls, track, az, el = (int(v) for v in line.split(","))  # integers only
+            assert 0 <= frame < n_label and cls == 0 and track in (0, 1) and -180 <= az < 180 and -90 <= el <= 90
+        meta = read_metadata(str(res / f"{stem}.csv"))
+        assert meta.frame.size == len(lines)
+    assert len(capsys.readouterr().out.split()) == 4  # the written paths
+
+
+def test_infer_tflite_never_imports_tensorflow(exported, tmp_path):
+    root, out, wavs, _ = exported
+    model = os.path.join(out, "tflite", "doanet_foa_fp32.tflite")
+    res = tmp_path / "pred"
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        sys.argv = ["infer.py", {wavs[0]!r}, "--model", {model!r}, "--out", {str(res)!r}, "--threshold", "0.3"]
+        try:
+            runpy.run_path({os.path.join(REPO, 'scripts', 'infer.py')!r}, run_name="__main__")
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "librosa", "numba"))
+        assert not bad, bad
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+    assert os.listdir(res) == [os.path.basename(wavs[0])[:-4] + ".csv"]
+
+
+@pytest.mark.parametrize("problem", ["channels", "rate"])
+def test_infer_bad_audio_one_line_error_nothing_written(exported, tmp_path, capsys, problem):
+    root, out, wavs, _ = exported
+    bad = tmp_path / "bad.wav"
+    if problem == "channels":
+        sf.write(str(bad), noise(1.0, 3)[:, :2], 24000)
+    else:
+        sf.write(str(bad), noise(1.0, 3), 48000)
+    res = tmp_path / "pred"
+    model = os.path.join(out, "tflite", "doanet_foa_fp32.tflite")
+    assert _script("infer").main([wavs[0], str(bad), "--model", model, "--out", str(res)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "bad.wav" in err[0]
+    assert ("2 channels" if problem == "channels" else "48000 Hz") in err[0]
+    assert not res.exists() or os.listdir(res) == []
+
+
+def test_infer_bad_model_path(exported, tmp_path, capsys):
+    _, _, wavs, _ = exported
+    assert _script("infer").main([wavs[0], "--model", str(tmp_path / "x.tflite"), "--out", str(tmp_path)]) == 2
+    assert "x.tflite" in capsys.readouterr().err
