@@ -116,3 +116,67 @@ def test_infer_bad_model_path(exported, tmp_path, capsys):
     _, _, wavs, _ = exported
     assert _script("infer").main([wavs[0], "--model", str(tmp_path / "x.tflite"), "--out", str(tmp_path)]) == 2
     assert "x.tflite" in capsys.readouterr().err
+
+
+class _PredictHandler(__import__("http.server").server.BaseHTTPRequestHandler):
+    """Stand-in for TF Serving's REST predict API (columnar "inputs" -> "outputs") over the exported SavedModel."""
+
+    signatures = None
+
+    def do_POST(self):
+        import json
+
+        import tensorflow as tf
+
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if self.path != "/v1/models/doanet_foa:predict":
+            self.send_error(404, "no such model")
+            return
+        fn = self.signatures[req.get("signature_name", "serving_default")]
+        out = fn(**{k: tf.constant(v, tf.float32) for k, v in req["inputs"].items()})
+        body = json.dumps({"outputs": {k: v.numpy().tolist() for k, v in out.items()}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_serving_client_rest_roundtrip_and_dry_run(exported, tmp_path, capsys):
+    import json
+    import threading
+    from http.server import HTTPServer
+
+    import tensorflow as tf
+
+    root, out, wavs, _ = exported
+    loaded = tf.saved_model.load(os.path.join(out, "1"))
+    _PredictHandler.signatures = loaded.signatures
+    server = HTTPServer(("127.0.0.1", 0), _PredictHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    client = _script("serving_client")
+    try:
+        csv = tmp_path / "served.csv"
+        assert client.main([wavs[1], "--port", str(server.server_port), "--host", "127.0.0.1", "--out", str(csv),
+                            "--threshold", "0.3"]) == 0
+        assert client.main([wavs[1], "--port", str(server.server_port), "--host", "127.0.0.1",
+                            "--model-name", "other"]) == 2
+    finally:
+        server.shutdown()
+    audio = sf.read(wavs[1], dtype="float32")[0]
+    ref = loaded.signatures["from_audio"](audio=tf.constant(audio[None]))
+    act = ref["activity"].numpy()[0]
+    got = read_metadata(str(csv))
+    frame, slot = np.nonzero(act > 0.3)
+    assert got.frame.tolist() == frame.tolist() and got.track.tolist() == slot.tolist()  # same rows as a direct call
+    captured = capsys.readouterr()
+    assert "HTTP 404" in captured.err
+    assert client.main([wavs[1], "--dry-run", "--model-name", "m1"]) == 0
+    first, body = capsys.readouterr().out.split("\n", 1)
+    assert first == "POST http://localhost:8501/v1/models/m1:predict"
+    req = json.loads(body)
+    assert req["signature_name"] == "from_audio" and np.shape(req["inputs"]["audio"]) == (1, 48000, 4)
