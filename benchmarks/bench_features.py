@@ -39,7 +39,7 @@ def run(quick: bool = False) -> dict:
     from dtbt_tf.config import FeatureConfig
     from dtbt_tf.features import feature_function, reference_features_numpy
 
-    seconds, repeats = (5.0, 3) if quick else (60.0, 7)
+    seconds, repeats = (5.0, 3) if quick else (60.0, 9)
     audio = synthetic_audio(seconds)
     rows = []
     for fmt in ("foa", "mic"):
