@@ -17,9 +17,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n-max", type=int, default=2, help="matrix size N (maximum number of sources); default 2")
-    p.add_argument("--epochs", type=int, default=60, help="training epochs (cosine schedule spans them); default 60")
-    p.add_argument("--batch-size", type=int, default=1024, help="default 1024")
-    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (warm-up, then cosine decay); default 3e-3")
+    p.add_argument("--epochs", type=int, default=40, help="training epochs (cosine schedule spans them); default 40")
+    p.add_argument("--batch-size", type=int, default=512, help="default 512")
+    p.add_argument("--lr", type=float, default=1.5e-3,
+                   help="peak learning rate (warm-up, then cosine decay); default 1.5e-3")
+    p.add_argument("--unidirectional", action="store_true",
+                   help="the paper's one-way GRU instead of the default bidirectional one (learns far slower)")
     p.add_argument("--train-size", type=int, default=405_000, help="training matrices; default 405000 (paper)")
     p.add_argument("--val-size", type=int, default=None, help="validation matrices; default 10%% of --train-size")
     p.add_argument("--loss-weights", type=float, nargs=3, default=(1.0, 1.0, 1.0),
@@ -53,7 +56,8 @@ def main(argv=None) -> int:
             n_max=args.n_max, train_size=args.train_size,
             val_size=args.val_size if args.val_size is not None else max(args.train_size // 10, 1),
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss_weights=tuple(args.loss_weights),
-            continuous_fraction=args.continuous_fraction, seed=args.seed, jit_compile=not args.no_jit)
+            continuous_fraction=args.continuous_fraction, seed=args.seed, jit_compile=not args.no_jit,
+            bidirectional=not args.unidirectional)
         out = run_hnet_training(
             cfg, out_dir=args.out or f"saved_models/hnet_n{args.n_max}",
             work_dir=args.work_dir or f"runs/hnet_n{args.n_max}", cache_dir=args.cache_dir,

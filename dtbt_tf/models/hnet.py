@@ -2,8 +2,14 @@
 
 GRU(128) over the rows of D (rows as time steps, columns as features) -> single-head self-attention ->
 Dense(N) logits per row -> Ã = sigmoid(logits), plus two heads on the logits before the sigmoid:
-sigmoid(max over columns) per row and sigmoid(max over rows) per column. Entries of D above
-``clip_distance`` can only be padding (unit-vector distances are <= 2), so D is clipped there first: the
+sigmoid(max over columns) per row and sigmoid(max over rows) per column.
+
+The GRU is bidirectional by default (a deviation from the paper's GRU, measured here): with a one-way GRU
+the first rows know nothing of the later ones except through the attention, whose weights start uniform;
+that model sat at ~75% exact match (training layout, continuous directions) after 1M training matrices,
+while the bidirectional one reached ~97% after 0.6M. ``bidirectional=False`` builds the paper's version.
+
+Entries of D above ``clip_distance`` can only be padding (unit-vector distances are <= 2), so D is clipped there first: the
 network then sees every padding value (random in [4, 20] during Hnet training, the constant 10 of DOAnet
 training) as the same number.
 """
@@ -22,7 +28,8 @@ SAVED_MODELS_DIR = Path(__file__).resolve().parents[2] / "saved_models"
 OUTPUT_NAMES = ("association", "row_max", "col_max")
 
 
-def build_hnet(n_max: int, units: int = 128, clip_distance: float = 3.0, name: str = "hnet") -> keras.Model:
+def build_hnet(n_max: int, units: int = 128, clip_distance: float = 3.0, bidirectional: bool = True,
+               name: str = "hnet") -> keras.Model:
     """Functional Hnet for (batch, n_max, n_max) distance matrices.
 
     Returns a keras.Model with input ``distance`` (batch, N, N) float32 and dict outputs
@@ -39,7 +46,8 @@ def build_hnet(n_max: int, units: int = 128, clip_distance: float = 3.0, name: s
     distance = keras.Input(shape=(n_max, n_max), name="distance")
     x = ops.minimum(distance, clip_distance)
     # unroll: N time steps is tiny; an unrolled GRU trains ~2x faster on CPU than the while loop.
-    h = keras.layers.GRU(units, return_sequences=True, unroll=True, name="gru")(x)
+    gru = keras.layers.GRU(units, return_sequences=True, unroll=True, name="gru")
+    h = keras.layers.Bidirectional(gru, name="bigru")(x) if bidirectional else gru(x)
     h = keras.layers.MultiHeadAttention(num_heads=1, key_dim=units, name="self_attention")(h, h)
     logits = keras.layers.Dense(n_max, name="logits")(h)
     outputs = {
