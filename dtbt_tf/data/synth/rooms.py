@@ -57,44 +57,53 @@ def _fit_distances(dims, cfg: SynthConfig) -> tuple:
     return tuple(out)
 
 
-def make_rooms(cfg: SynthConfig, seed: int) -> list[RoomSpec]:
-    """`cfg.n_rooms` rooms, `rooms_per_fold` per fold, RT60 spread evenly over `rt60_s` (shuffled), ids 1..n."""
+def make_room(room_id: int, fold: int, dims, rt60: float, cfg: SynthConfig, rng: np.random.Generator) -> RoomSpec:
+    """A room of `dims` (m) reaching `rt60` (s) by uniform absorption (pyroomacoustics' inverse Sabine), with the
+    array near (not at) the centre of the floor plan at 1.3-1.8 m height, where every source ring fits.
+    ConfigError if the RT60 needs an absorption above 0.95 or the room is too small."""
     import pyroomacoustics as pra
 
+    dims = tuple(float(d) for d in dims)
+    if cfg.anechoic:
+        absorption = 1.0
+    else:
+        try:
+            absorption = float(pra.inverse_sabine(float(rt60), list(dims))[0])
+        except ValueError:
+            absorption = 1.0
+        if absorption >= 0.95:
+            raise ConfigError(f"room {dims} m cannot be as dry as RT60 {rt60:.2f} s")
+    distances = _fit_distances(dims, cfg)
+    d = max(distances)
+    sin_el = np.sin(np.deg2rad(max(abs(cfg.elevations_deg[0]), abs(cfg.elevations_deg[-1]))))
+    pos = []
+    for axis in range(2):  # off-centre, to avoid the flutter of a perfectly symmetric position
+        lo, hi = d + 0.5, dims[axis] - d - 0.5
+        half = min(0.15 * dims[axis], (hi - lo) / 2)
+        pos.append(float(rng.uniform(dims[axis] / 2 - half, dims[axis] / 2 + half)))
+    pos.append(float(np.clip(rng.uniform(1.3, 1.8), 0.3 + d * sin_el, dims[2] - 0.3 - d * sin_el)))
+    return RoomSpec(room_id=room_id, fold=fold, dims=dims, rt60=0.0 if cfg.anechoic else round(float(rt60), 3),
+                    absorption=round(absorption, 4), array_pos=tuple(round(p, 3) for p in pos), distances=distances)
+
+
+def make_rooms(cfg: SynthConfig, seed: int) -> list[RoomSpec]:
+    """`cfg.n_rooms` rooms, `rooms_per_fold` per fold, RT60 spread evenly over `rt60_s` (shuffled), dimensions
+    drawn from `room_size_m` (redrawn while the RT60 is out of reach), ids 1..n."""
     rng = np.random.default_rng([seed, ROOM_STREAM])
     n = cfg.n_rooms
     lo, hi = cfg.rt60_s
-    rt60s = lo + (np.arange(n) + 0.5) / n * (hi - lo)
-    rt60s = rt60s[rng.permutation(n)]
+    rt60s = (lo + (np.arange(n) + 0.5) / n * (hi - lo))[rng.permutation(n)]
     rooms = []
     for k in range(n):
         for _ in range(200):
-            dims = tuple(round(float(rng.uniform(a, b)), 2) for a, b in cfg.room_size_m)
-            if cfg.anechoic:
-                absorption = 1.0
-                break
+            dims = [round(float(rng.uniform(a, b)), 2) for a, b in cfg.room_size_m]
             try:
-                absorption = float(pra.inverse_sabine(float(rt60s[k]), list(dims))[0])
-            except ValueError:
-                continue
-            if absorption < 0.95:
+                rooms.append(make_room(k + 1, k // cfg.rooms_per_fold + 1, dims, rt60s[k], cfg, rng))
                 break
+            except ConfigError:
+                continue
         else:
             raise ConfigError(f"no room within room_size_m={cfg.room_size_m} reaches RT60 {rt60s[k]:.2f} s")
-        distances = _fit_distances(dims, cfg)
-        d = max(distances)
-        sin_el = np.sin(np.deg2rad(max(abs(cfg.elevations_deg[0]), abs(cfg.elevations_deg[-1]))))
-        pos = []
-        for axis in range(2):  # horizontal: near the centre, off-centre to avoid symmetric flutter
-            lo_p, hi_p = d + 0.5, dims[axis] - d - 0.5
-            mid, half = dims[axis] / 2, min(0.15 * dims[axis], (hi_p - lo_p) / 2)
-            pos.append(float(rng.uniform(mid - half, mid + half)))
-        z_lo, z_hi = 0.3 + d * sin_el, dims[2] - 0.3 - d * sin_el
-        pos.append(float(np.clip(rng.uniform(1.3, 1.8), z_lo, z_hi)))
-        rooms.append(RoomSpec(room_id=k + 1, fold=k // cfg.rooms_per_fold + 1, dims=dims,
-                              rt60=0.0 if cfg.anechoic else round(float(rt60s[k]), 3),
-                              absorption=round(absorption, 4), array_pos=tuple(round(p, 3) for p in pos),
-                              distances=distances))
     return rooms
 
 

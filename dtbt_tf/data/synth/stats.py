@@ -34,8 +34,8 @@ def dataset_statistics(root: str) -> dict:
         m = read_metadata(r.metadata_path)
         poly.append(np.bincount(m.frame[m.frame < n_frames], minlength=n_frames))
         a, e = unit_to_polar(m.doa)
-        az.append(a)
-        el.append(e)
+        az.append(np.round(a, 6))
+        el.append(np.round(e, 6))
         for key in {(int(c), int(t)) for c, t in zip(m.cls, m.track)}:
             sel = np.flatnonzero((m.cls == key[0]) & (m.track == key[1]))
             sel = sel[np.argsort(m.frame[sel])]
@@ -68,8 +68,8 @@ def plot_statistics(root: str, path: str) -> dict:
     ax[0, 0].bar(np.arange(counts.size), counts / counts.sum())
     ax[0, 0].set(title="polyphony per 100 ms frame", xlabel="active sources", ylabel="fraction of frames",
                  xticks=np.arange(counts.size))
-    ax[0, 1].hist2d(st["azimuth"], st["elevation"], bins=[72, 36], range=[[-180, 180], [-90, 90]], cmap="viridis",
-                    cmin=1)
+    ax[0, 1].hist2d(st["azimuth"], st["elevation"], bins=[72, 37], range=[[-182.5, 177.5], [-92.5, 92.5]],
+                    cmap="viridis", cmin=1)  # 5-degree bins centred on multiples of 5
     ax[0, 1].set(title="DOA coverage (label rows)", xlabel="azimuth (deg)", ylabel="elevation (deg)")
     ax[1, 0].hist(st["event_speed"], bins=np.arange(0, 61, 2.5))
     ax[1, 0].set(title=f"event angular speed ({np.mean(st['event_speed'] < 1):.0%} static)", xlabel="deg/s",
