@@ -356,18 +356,27 @@ def evaluate_hnet(model: keras.Model, n_max: int, size: int = 100_000, seed: int
                   batch_size: int = 8192) -> dict:
     """Scores on fresh matrices (seeds never used for training) for each (layout, directions) in EVAL_SETS.
 
-    model: a Hnet whose call returns the dict of :func:`build_hnet` or the association alone.
-    Returns {"<layout>/<directions>": association_scores(...) + per-case exact match}.
+    model: a keras Hnet (dict outputs of :func:`build_hnet` or the association alone) or a SavedModel
+    signature (``tf.saved_model.load(dir).signatures["serving_default"]``).
+    Returns {"<layout>/<directions>": association_scores(...)}.
     """
     out = {}
     for k, (layout, directions) in enumerate(EVAL_SETS):
         data = make_hnet_data(n_max, size, seed + k, layout=layout, directions=directions)
-        pred = model.predict(data["distance"], batch_size=batch_size, verbose=0)
-        if isinstance(pred, dict):
-            pred = pred["association"]
+        pred = predict_association(model, data["distance"], batch_size)
         margin = association_margin(data["distance"], data["row_active"], data["col_active"])
         out[f"{layout}/{directions}"] = association_scores(pred, data["association"], data["distance"], margin)
     return out
+
+
+def predict_association(model, distance: np.ndarray, batch_size: int = 8192) -> np.ndarray:
+    """Ã (size, N, N) NumPy from a keras Hnet or a SavedModel serving signature, in batches."""
+    if isinstance(model, keras.Model):
+        pred = model.predict(distance, batch_size=batch_size, verbose=0)
+        return pred["association"] if isinstance(pred, dict) else pred
+    parts = [model(distance=tf.constant(distance[i:i + batch_size]))["association"].numpy()
+             for i in range(0, len(distance), batch_size)]
+    return np.concatenate(parts, axis=0)
 
 
 def serving_module_signature(model: keras.Model) -> keras.export.ExportArchive:

@@ -13,6 +13,7 @@ from dtbt_tf.hnet_training import (
     ExactMatch,
     HnetTrainConfig,
     association_scores,
+    evaluate_hnet,
     export_hnet,
     load_or_make_hnet_data,
     make_hnet_data,
@@ -80,6 +81,10 @@ def test_keras_round_trip_and_load_hnet(tmp_path):
     assert A.shape == (3, 4, 2, 2)
     np.testing.assert_allclose(A.numpy()[1, 2], frozen(Dt.numpy()[1, 2][None]).numpy()[0], atol=1e-6)
     assert np.any(tape.gradient(s, Dt).numpy() != 0)
+    # inside a traced graph with unknown batch and time
+    traced = tf.function(lambda d: apply_hnet(frozen, d),  # noqa: E731
+                         input_signature=[tf.TensorSpec((None, None, 2, 2), tf.float32)])
+    np.testing.assert_allclose(traced(Dt).numpy(), A.numpy(), atol=1e-6)
 
 
 def test_load_hnet_errors(tmp_path):
@@ -112,6 +117,9 @@ def test_export_saved_model_signature(tmp_path):
     assert list(res) == ["association"]
     np.testing.assert_allclose(res["association"].numpy(), model(D)["association"].numpy(), atol=1e-6)
     assert "| generator/grid | 100.000%" in (out / "MODEL_CARD.md").read_text()
+    scores = evaluate_hnet(sig, 3, size=160)
+    assert set(scores) == {"generator/grid", "training/grid", "generator/continuous", "training/continuous"}
+    assert all(0.0 <= m["exact_match"] <= m["optimal_match"] <= 1.0 for m in scores.values())
 
 
 @pytest.mark.parametrize("layout", ["generator", "training"])
