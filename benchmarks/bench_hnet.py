@@ -59,6 +59,11 @@ def _bench_n(n, count, repeats):
     t_scipy = _median_seconds(lambda: _scipy_loop(D, ra, ca), max(1, repeats // 2))
     info = json.loads((model_dir / HNET_CONFIG_FILE).read_text())
     m = info["metrics"]
+
+    def minutes_to(level):
+        hits = [h["train_seconds"] for h in info.get("history", []) if h["val_association_exact_match"] >= level]
+        return round(hits[0] / 60, 1) if hits else None
+
     return {
         "n_max": n, "matrices": count, "batch": BATCH,
         "hnet_matrices_per_s": round(count / t_hnet),
@@ -67,6 +72,8 @@ def _bench_n(n, count, repeats):
         "exact_tf_matrices_per_s": round(count / t_brute),
         "train_minutes": round(info["train_seconds"] / 60, 1),
         "train_epochs": info["config"]["epochs"],
+        "minutes_to_val_exact_99": minutes_to(0.99),
+        "minutes_to_val_exact_99_5": minutes_to(0.995),
         "exact_match_training_continuous_pct": round(100 * m["training/continuous"]["exact_match"], 2),
         "exact_match_generator_grid_pct": round(100 * m["generator/grid"]["exact_match"], 2),
         "f1_generator_grid_pct": round(100 * m["generator/grid"]["f1"], 3),
@@ -85,7 +92,8 @@ def run(quick: bool = False) -> dict:
              "linear_sum_assignment on each active block; exact_tf = dtbt_tf.association.exact_association_tf "
              "(brute force over N! permutations, batch 4096). Medians of repeats in one process. Training time and "
              "exact match (against the Hungarian association, fresh matrices) from saved_models/hnet_n{N}/"
-             "hnet_config.json, written by scripts/train_hnet.py; CPU shared with other jobs.")
+             "hnet_config.json, written by scripts/train_hnet.py (minutes_to_*: first epoch whose validation exact match, "
+             "generator layout, reached the level); CPU shared with other jobs.")
     return {"name": "hnet", "rows": rows, "notes": notes}
 
 

@@ -207,6 +207,8 @@ def test_small_training_run_learns_and_resumes(tmp_path):
     epochs = [int(line.split(",")[0]) for line in (tmp_path / "run/history.csv").read_text().splitlines()[1:]]
     assert epochs == list(range(4))
     assert info["train_seconds"] > 0
+    assert [h["epoch"] for h in info["history"]] == [0, 1, 2, 3]
+    assert all(0 <= h["val_association_exact_match"] <= 1 for h in info["history"])
     fresh = make_hnet_data(2, 2000, seed=99)
     pred = model.predict(fresh["distance"], verbose=0)["association"]
     print("tiny run exact match", association_scores(pred, fresh["association"]))
