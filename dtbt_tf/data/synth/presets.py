@@ -99,7 +99,7 @@ class SynthConfig:
 
 PRESETS = {
     # The default dataset of the main job: rendering both formats takes ~2 min on 2 cores (docs/synthetic-data.md).
-    "quick": SynthConfig(name="quick", n_folds=6, scenes_per_fold=16, scene_seconds=30.0),
+    "quick": SynthConfig(name="quick", n_folds=6, scenes_per_fold=20, scene_seconds=30.0),
     # DCASE2020-sized: 6 folds x 100 scenes x 60 s, ov1 and ov2 alternating, 2 rooms per fold.
     "paper": SynthConfig(name="paper", n_folds=6, scenes_per_fold=100, scene_seconds=60.0, rooms_per_fold=2),
 }

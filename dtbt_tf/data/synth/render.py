@@ -57,15 +57,20 @@ def _grid_segments(idx: np.ndarray, w: np.ndarray):
         yield int(flat[lo]), int(a), np.bincount(sample[lo:hi] - a, weights=weight[lo:hi], minlength=b - a)
 
 
-def diffuse_noise(n: int, seed: int, channels) -> np.ndarray:
-    """Ambient noise (n, len(channels)) in bank channels with unit W power: an isotropic diffuse field
-    (`rooms.isotropic_field`) of Gaussian noise with a 1/f^a power spectrum (a in [0.5, 1.5]; flat from 20 to
-    50 Hz, nothing below 20 Hz)."""
-    rng = np.random.default_rng(seed)
+def diffuse_noise(n: int, seed: int, formats) -> dict:
+    """Ambient noise per format {'foa' | 'mic': (n, 4)}: an isotropic diffuse field (`rooms.isotropic_field`) of
+    Gaussian noise with a 1/f^a power spectrum (a in [0.5, 1.5]; flat from 20 to 50 Hz, nothing below 20 Hz),
+    normalised to unit power of W (FOA) or of the mean capsule (MIC). Each format has its own random stream,
+    so its noise does not depend on which other formats are rendered."""
     freqs = np.fft.rfftfreq(n, 1.0 / FS)
-    shape = (np.maximum(freqs, 50.0) ** (-rng.uniform(0.5, 1.5) / 2) * (freqs >= 20.0)).astype(np.float32)
-    out = isotropic_field(complex_gaussian(rng, (freqs.size, 8)) * shape[:, None], n, channels)
-    return out / np.sqrt(np.mean(out[:, list(channels).index(0)] ** 2))
+    tilt = np.random.default_rng([seed, 0]).uniform(0.5, 1.5)
+    shape = (np.maximum(freqs, 50.0) ** (-tilt / 2) * (freqs >= 20.0)).astype(np.float32)[:, None]
+    out = {}
+    for f in formats:
+        rng = np.random.default_rng([seed, 1 + list(CHANNELS).index(f)])
+        x = isotropic_field(complex_gaussian(rng, (freqs.size, 4)) * shape, n, f)
+        out[f] = x / np.sqrt(np.mean(x[:, 0] ** 2) if f == "foa" else np.mean(x ** 2))
+    return out
 
 
 def render_scene(scene: Scene, bank: RirBank, formats, clips: ClipLibrary | None = None) -> dict:
@@ -79,17 +84,19 @@ def render_scene(scene: Scene, bank: RirBank, formats, clips: ClipLibrary | None
         start = int(round(e.onset * FS))
         n_ev = min(int(round(e.duration * FS)), n - start)
         active[start:start + n_ev] = True
-        x = _event_signal(e, n_ev, clips) * 10 ** (e.level_db / 20)
+        x = (_event_signal(e, n_ev, clips) * 10 ** (e.level_db / 20)).astype(np.float32)  # float32 FFTs
         early = bank.early[e.distance_index].reshape(-1, n_rir, bank.early.shape[-1])
         for g, a, wg in _grid_segments(*bank.grid_weights(*scene.doa(e, np.arange(n_ev) / FS))):
-            y = scipy.signal.fftconvolve((x[a:a + wg.size] * wg)[:, None], early[g][:, chans], axes=0)
+            seg = (x[a:a + wg.size] * wg.astype(np.float32))[:, None]
+            y = scipy.signal.fftconvolve(seg, early[g][:, chans], axes=0)
             _add(out, start + a, y)
         if bank.tails.shape[0]:
             y = scipy.signal.fftconvolve(x[:, None], bank.tails[e.tail_index][:, chans], axes=0)
             _add(out, start + bank.tail_start, y)
     if scene.snr_db is not None and active.any():
-        ref = np.mean(out[active, 0] ** 2)
-        out += diffuse_noise(n, scene.noise_seed, chans) * np.sqrt(ref / 10 ** (scene.snr_db / 10))
+        gain = np.sqrt(np.mean(out[active, 0] ** 2) / 10 ** (scene.snr_db / 10))
+        for f, noise in diffuse_noise(n, scene.noise_seed, formats).items():
+            out[:, [chans.index(c) for c in CHANNELS[f]]] += noise * gain
     audio = {}
     for f in formats:
         x = out[:, [chans.index(c) for c in CHANNELS[f]]]

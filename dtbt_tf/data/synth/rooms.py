@@ -164,25 +164,24 @@ def _accumulate(out_flat, row, start, kern, gain):
                             minlength=out_flat.size).reshape(out_flat.shape)
 
 
-def isotropic_field(spec: np.ndarray, n: int, channels=tuple(range(N_BANK_CHANNELS))) -> np.ndarray:
-    """Shape eight independent spectra `spec` (n//2+1, 8) (complex Gaussian, any colour) into an isotropic
-    diffuse field with exact second-order statistics, returned in bank `channels`: (n, len(channels)) float64.
+def isotropic_field(spec: np.ndarray, n: int, fmt: str) -> np.ndarray:
+    """Shape four independent spectra `spec` (n//2+1, 4) (complex Gaussian, any colour) into the channels of
+    format `fmt` of an isotropic diffuse field with exact second-order statistics: (n, 4) float64.
 
-    FOA W, Y, Z, X are uncorrelated with powers 1, 1/3, 1/3, 1/3 (SN3D); the MIC capsules (power 1) have the
+    'foa': W, Y, Z, X uncorrelated with powers 1, 1/3, 1/3, 1/3 (SN3D). 'mic': capsules of power 1 with the
     free-field diffuse coherence sin(kd)/(kd) of the tetrahedron's common pair distance d, imposed with the
-    symmetric square root of the coherence matrix (eigenvalues 1 + 3*coh and 1 - coh). All eight spectra are
-    always used, so a channel's signal does not depend on which other channels are asked for. Scaled so that
-    white spectra from `complex_gaussian` give unit-variance W.
+    symmetric square root of the coherence matrix (eigenvalues 1 + 3*coh and 1 - coh). Scaled so that white
+    spectra from `complex_gaussian` give unit variance (W, or each capsule).
     """
-    spec = spec.copy()
-    spec[:, 1:4] /= np.sqrt(3.0)
-    caps = mic_capsule_positions()
-    freqs = np.fft.rfftfreq(n, 1.0 / FS)
-    coh = np.sinc(2 * freqs * np.linalg.norm(caps[0] - caps[1]) / SPEED_OF_SOUND).astype(np.float32)[:, None]
-    mic = spec[:, 4:]
-    mean = mic.mean(axis=1, keepdims=True)
-    spec[:, 4:] = np.sqrt(1 + 3 * coh) * mean + np.sqrt(1 - coh) * (mic - mean)
-    return np.fft.irfft(spec[:, list(channels)], n, axis=0).astype(np.float64) * np.sqrt(n / 2)
+    if fmt == "foa":
+        spec = spec * np.array([1.0, 1 / np.sqrt(3), 1 / np.sqrt(3), 1 / np.sqrt(3)], np.float32)
+    else:
+        caps = mic_capsule_positions()
+        freqs = np.fft.rfftfreq(n, 1.0 / FS)
+        coh = np.sinc(2 * freqs * np.linalg.norm(caps[0] - caps[1]) / SPEED_OF_SOUND).astype(np.float32)[:, None]
+        mean = spec.mean(axis=1, keepdims=True)
+        spec = np.sqrt(1 + 3 * coh) * mean + np.sqrt(1 - coh) * (spec - mean)
+    return np.fft.irfft(spec, n, axis=0).astype(np.float64) * np.sqrt(n / 2)
 
 
 def complex_gaussian(rng: np.random.Generator, shape) -> np.ndarray:
@@ -254,5 +253,6 @@ def _tails(room: RoomSpec, cfg: SynthConfig, seed: int, tail_start: int) -> np.n
     env[:24] *= 0.5 * (1 - np.cos(np.pi * np.arange(24) / 24))  # 1 ms fade-in at the mixing time
     out = np.empty((N_TAIL_VARIANTS, n, N_BANK_CHANNELS), np.float32)
     for v in range(N_TAIL_VARIANTS):
-        out[v] = isotropic_field(complex_gaussian(rng, (n // 2 + 1, N_BANK_CHANNELS)), n) * env[:, None]
+        for fmt, ch in CHANNELS.items():
+            out[v, :, list(ch)] = (isotropic_field(complex_gaussian(rng, (n // 2 + 1, 4)), n, fmt) * env[:, None]).T
     return out
