@@ -140,10 +140,13 @@ def test_restart_rerenders_only_missing_scenes_and_formats_can_be_added(tmp_path
     stamp = os.stat(kept.audio_path).st_mtime_ns
     os.remove(victim.audio_path)
     os.remove(victim.metadata_path)
-    stale = victim.audio_path + ".tmp999.wav"
+    stale = victim.audio_path + ".tmp4194305.wav"  # writer pid above any pid_max: a killed job's leftover
+    live = victim.audio_path + f".tmp{os.getpid()}.wav"  # a live writer's temporary file is left alone
     open(stale, "wb").close()
+    open(live, "wb").close()
     make_dataset(ONE, out=out, fmt="mic", seed=1, workers=1, progress=False)  # restart + add a format
-    assert _bytes(out, victim.audio_path) == original and not os.path.exists(stale)
+    assert _bytes(out, victim.audio_path) == original and not os.path.exists(stale) and os.path.exists(live)
+    os.remove(live)
     assert os.stat(kept.audio_path).st_mtime_ns == stamp
     both = make_dataset(ONE, out=str(tmp_path / "both"), fmt="both", seed=1, workers=1, progress=False)
     for rel in [os.path.relpath(p, both) for p in _files(both)]:  # same bytes as rendering both at once

@@ -14,6 +14,7 @@ import collections
 import dataclasses
 import multiprocessing
 import os
+import re
 
 import numpy as np
 import scipy.signal
@@ -161,11 +162,23 @@ def _check_record(path: str, old: dict, new: dict) -> None:
                           "delete that folder or choose another output folder")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def _remove_temp_files(root: str) -> None:
+    """Delete temporary files (`<name>.tmp<pid>...`) left by killed writers; those of live processes stay."""
     for sub in ("foa_dev", "mic_dev", "metadata_dev"):
         d = os.path.join(root, sub)
         for f in os.listdir(d) if os.path.isdir(d) else ():
-            if ".tmp" in f:
+            m = re.search(r"\.tmp(\d+)", f)
+            if m and not _alive(int(m.group(1))):
                 os.remove(os.path.join(d, f))
 
 
