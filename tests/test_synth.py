@@ -141,7 +141,7 @@ def test_restart_rerenders_only_missing_scenes_and_formats_can_be_added(tmp_path
     os.remove(victim.audio_path)
     os.remove(victim.metadata_path)
     stale = victim.audio_path + ".tmp4194305.wav"  # writer pid above any pid_max: a killed job's leftover
-    live = victim.audio_path + f".tmp{os.getpid()}.wav"  # a live writer's temporary file is left alone
+    live = victim.audio_path + f".tmp{os.getppid()}.wav"  # a live writer's temporary file is left alone
     open(stale, "wb").close()
     open(live, "wb").close()
     make_dataset(ONE, out=out, fmt="mic", seed=1, workers=1, progress=False)  # restart + add a format
