@@ -275,6 +275,24 @@ def test_bad_arguments_are_clear_errors(tmp_path):
     assert not os.path.exists(tmp_path / "x")
 
 
+def test_clip_library_subfolders_are_classes_and_clips_are_resampled(tmp_path):
+    rng = np.random.default_rng(1)
+    for k, sub in enumerate(("dog", "bell")):
+        os.makedirs(tmp_path / sub)
+        sf.write(tmp_path / sub / "x.wav", rng.standard_normal((16000 * 2, 2)) * 0.1, 16000)  # stereo, 16 kHz
+    lib = ClipLibrary.from_dir(str(tmp_path))
+    assert [(c.relpath, c.cls) for c in lib.clips] == [(os.path.join("bell", "x.wav"), 0), (os.path.join("dog", "x.wav"), 1)]
+    assert all(c.n_samples == 2 * FS for c in lib.clips)
+    x = lib.excerpt(0, FS // 2, FS, seed=0)
+    assert x.shape == (FS,) and abs(np.sqrt(np.mean(x ** 2)) - 1) < 1e-9
+    scenes = plan_scenes(ONE, make_rooms(ONE, 0), 0, lib)
+    assert {e.cls for s in scenes for e in s.events} <= {0, 1}
+    assert all(e.source[0] == "clip" and e.duration <= 2.0 for s in scenes for e in s.events)
+    sf.write(tmp_path / "bell" / "short.wav", np.zeros(1000), 16000)
+    with pytest.raises(dcase.DataError, match="short.wav: clip is shorter"):
+        ClipLibrary.from_dir(str(tmp_path))
+
+
 def test_cli_exits_2_with_one_line_error(tmp_path):
     os.makedirs(tmp_path / "empty")
     script = os.path.join(REPO, "scripts", "make_dataset.py")
