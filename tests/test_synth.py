@@ -281,7 +281,8 @@ def test_clip_library_subfolders_are_classes_and_clips_are_resampled(tmp_path):
         os.makedirs(tmp_path / sub)
         sf.write(tmp_path / sub / "x.wav", rng.standard_normal((16000 * 2, 2)) * 0.1, 16000)  # stereo, 16 kHz
     lib = ClipLibrary.from_dir(str(tmp_path))
-    assert [(c.relpath, c.cls) for c in lib.clips] == [(os.path.join("bell", "x.wav"), 0), (os.path.join("dog", "x.wav"), 1)]
+    expected = [(os.path.join("bell", "x.wav"), 0), (os.path.join("dog", "x.wav"), 1)]  # sorted subfolders
+    assert [(c.relpath, c.cls) for c in lib.clips] == expected
     assert all(c.n_samples == 2 * FS for c in lib.clips)
     x = lib.excerpt(0, FS // 2, FS, seed=0)
     assert x.shape == (FS,) and abs(np.sqrt(np.mean(x ** 2)) - 1) < 1e-9
