@@ -209,6 +209,10 @@ def make_dataset(preset="quick", out: str | None = None, fmt: str = "both", seed
     if os.path.isfile(record_path):
         old = load_json(record_path)
         _check_record(record_path, old, record)
+        if set(formats) <= set(old.get("formats", ())) and old.get("scenes") and all(
+                os.path.isfile(p) for name in old["scenes"] for k, p in _paths(root, name).items()
+                if k == "csv" or k in formats):
+            return root  # complete: nothing to plan or render
         formats = tuple(f for f in ("foa", "mic") if f in formats or f in old.get("formats", ()))
     elif os.path.isdir(root) and os.listdir(root):
         raise ConfigError(f"{root}: folder is not empty and holds no {CONFIG_FILE}; choose another output folder")
