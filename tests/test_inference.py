@@ -93,8 +93,7 @@ def models(tmp_path_factory):
     root = tmp_path_factory.mktemp("models")
     export_saved_model(model, str(root / "sm"), version=1)
     shutil.copytree(root / "sm" / "1", root / "sm" / "3")  # a newer version: the loader must pick it
-    # GRUs as WHILE loops (unroll=False): converts 4x faster than the unrolled default for a 250-frame window
-    tfl = export_tflite(model, str(root / "m.tflite"), "fp32", window_frames=250, unroll=False)
+    tfl = export_tflite(model, str(root / "m.tflite"), "fp32", window_frames=250)
     run = root / "run"
     run.mkdir()
     model.save(str(run / "best.keras"))
