@@ -9,7 +9,8 @@ real-time factor = 5 s / latency. Random weights are fine for latency (same arit
 
 Also: files on disk, and peak RSS / wall time of `scripts/infer.py` with the int8 `.tflite` on a 60 s file (in a
 fresh Python process that also reports whether TensorFlow was imported). Accuracy: when a trained run exists
-(the newest `runs/*/best.keras` whose data manifest points at a DCASE-layout root), the LE/LF1 change of the
+(the run `saved_models/doanet_foa` was exported from, else the newest `runs/*/best.keras`, whose data
+manifest points at a DCASE-layout root), the LE/LF1 change of the
 quantised variants vs fp32 on that root's test split (`dtbt_tf.export.quantization_report`); else a TODO note.
 
     python benchmarks/run.py deploy            # or: python benchmarks/bench_deploy.py [--quick]
@@ -131,16 +132,25 @@ def _infer_rss(tflite_path: str, seconds: float, tmp: str) -> dict:
 
 
 def _trained_run():
-    """(run_dir, DCASE root) of the newest run with best.keras whose data manifest names an existing root."""
-    for best in sorted(glob.glob(os.path.join(REPO, "runs", "*", "best.keras")), key=os.path.getmtime, reverse=True):
-        run = os.path.dirname(best)
+    """(run_dir, DCASE root) of a trained FOA run: the one saved_models/doanet_foa was exported from (its
+    assets.extra/dtbt_tf.json names it), else the newest runs/*/best.keras; (None, None) if there is none."""
+    from dtbt_tf.export import provenance
+
+    candidates = []
+    for info in sorted(glob.glob(os.path.join(REPO, "saved_models", "doanet_foa", "*", "assets.extra", "dtbt_tf.json"))):
         try:
-            cfg = json.load(open(os.path.join(run, "run_config.json")))
-            manifest = json.load(open(os.path.join(cfg["data_dir"], "manifest.json")))
-            root = manifest["source"]["root"]
+            candidates.append(json.load(open(info))["source_run"])
+        except (OSError, KeyError, ValueError):
+            pass
+    candidates += [os.path.dirname(p) for p in sorted(glob.glob(os.path.join(REPO, "runs", "*", "best.keras")),
+                                                      key=os.path.getmtime, reverse=True)]
+    for run in candidates:
+        root = provenance(run).get("data_root")
+        try:
+            fmt = json.load(open(os.path.join(run, "run_config.json")))["feature_config"]["fmt"]
         except (OSError, KeyError, ValueError):
             continue
-        if os.path.isdir(root) and cfg.get("feature_config", {}).get("fmt") == "foa":
+        if root and os.path.isdir(root) and fmt == "foa" and os.path.isfile(os.path.join(run, "best.keras")):
             return run, root
     return None, None
 

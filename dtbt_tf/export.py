@@ -83,6 +83,23 @@ def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
     return model, feature_cfg, doanet_cfg
 
 
+def provenance(run_dir_or_model) -> dict:
+    """Where an exported model came from: {"source_run": run folder or .keras file, "data_root": the DCASE root
+    its training data was extracted from (when the run's data manifest names one)}; {} for an in-memory model."""
+    if not isinstance(run_dir_or_model, (str, os.PathLike)):
+        return {}
+    path = os.path.abspath(os.fspath(run_dir_or_model))
+    out = {"source_run": path}
+    try:
+        with open(os.path.join(path, "run_config.json")) as f:
+            data_dir = json.load(f)["data_dir"]
+        with open(os.path.join(data_dir, "manifest.json")) as f:
+            out["data_root"] = json.load(f)["source"]["root"]
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    return out
+
+
 def _info(feature_cfg: FeatureConfig, doanet_cfg: DoanetConfig, **extra) -> dict:
     return {"feature_config": to_dict(feature_cfg), "doanet_config": to_dict(doanet_cfg),
             "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra}
@@ -116,12 +133,13 @@ def _archive(model: keras.Model, feature_cfg: FeatureConfig, features_shape, aud
 
 
 def export_saved_model(run_dir_or_model, out_dir: str, version: int = 1, feature_cfg: FeatureConfig | None = None,
-                       doanet_cfg: DoanetConfig | None = None, overwrite: bool = False) -> str:
+                       doanet_cfg: DoanetConfig | None = None, overwrite: bool = False,
+                       origin: dict | None = None) -> str:
     """Write the TF Serving layout ``<out_dir>/<version>/`` (module docstring); returns the version folder.
 
     run_dir_or_model: a training run folder or a DOAnet keras.Model (configs then from the arguments or the
     model's shapes). The export is written under a temporary name and renamed; an existing version is a
-    ConfigError unless ``overwrite``.
+    ConfigError unless ``overwrite``. origin: provenance for dtbt_tf.json (default: :func:`provenance`).
     """
     if int(version) < 1:
         raise ConfigError(f"version must be a positive integer, got {version}")
@@ -137,8 +155,9 @@ def export_saved_model(run_dir_or_model, out_dir: str, version: int = 1, feature
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra, exist_ok=True)
-        atomic_write_text(os.path.join(extra, CONFIG_FILE),
-                          json.dumps(_info(feature_cfg, doanet_cfg, version=int(version)), indent=2) + "\n")
+        info = _info(feature_cfg, doanet_cfg, version=int(version),
+                     **(origin if origin is not None else provenance(run_dir_or_model)))
+        atomic_write_text(os.path.join(extra, CONFIG_FILE), json.dumps(info, indent=2) + "\n")
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a serving container may run as another user
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -188,11 +207,12 @@ def _convert(saved_model_dir: str, quantization: str) -> bytes:
 
 def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", window_frames: int = WINDOW_FRAMES,
                   feature_cfg: FeatureConfig | None = None, doanet_cfg: DoanetConfig | None = None,
-                  input_kind: str = "features", unroll: bool = False) -> str:
+                  input_kind: str = "features", unroll: bool = False, origin: dict | None = None) -> str:
     """Write a batch-1, fixed-window TFLite model to ``out_path`` and its JSON sidecar; returns ``out_path``.
 
     quantization: 'fp32' | 'int8' (dynamic range) | 'fp16'. input_kind: 'features' (input (1, W, 64, C)) or
     'audio' (input (1, W * hop_length, 4), features in the graph). window_frames W must be a multiple of 5.
+    unroll: unroll the GRUs (no WHILE op). origin: provenance for the sidecar (default: :func:`provenance`).
     """
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"unknown quantization {quantization!r}; expected one of {QUANTIZATIONS}")
@@ -223,7 +243,8 @@ def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", w
         f.write(blob)
     os.replace(part, out_path)
     info = _info(feature_cfg, doanet_cfg, quantization=quantization, window_frames=int(window_frames),
-                 input_kind=input_kind, unrolled=bool(unroll))
+                 input_kind=input_kind, unrolled=bool(unroll),
+                 **(origin if origin is not None else provenance(run_dir_or_model)))
     atomic_write_text(tflite_sidecar_path(out_path), json.dumps(info, indent=2) + "\n")
     return out_path
 
@@ -249,11 +270,14 @@ def export_all(model_path: str, out_dir: str, version: int = 1, tflite: str | Se
     if clash and not overwrite:
         raise ConfigError(f"{clash[0]}: already exists (use another version or overwrite)")
     written = []
+    origin = provenance(model_path)
     if saved_model:
-        written.append(export_saved_model(model, out_dir, version, feature_cfg, doanet_cfg, overwrite=overwrite))
+        written.append(export_saved_model(model, out_dir, version, feature_cfg, doanet_cfg, overwrite=overwrite,
+                                          origin=origin))
     for v, path in targets.items():
         quant, kind = ("fp32", "audio") if v == "audio" else (v, "features")
-        written.append(export_tflite(model, path, quant, window_frames, feature_cfg, doanet_cfg, input_kind=kind))
+        written.append(export_tflite(model, path, quant, window_frames, feature_cfg, doanet_cfg, input_kind=kind,
+                                     origin=origin))
     return written
 
 

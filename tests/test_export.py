@@ -208,3 +208,21 @@ def test_quantised_variants_hold_quantised_weights(tflite_paths):
     assert np.int8 not in dtypes["fp32"] and np.float16 not in dtypes["fp32"]
     sizes = {q: os.path.getsize(p) for q, p in tflite_paths.items()}
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"], sizes
+
+
+def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path):
+    from dtbt_tf.config import LossConfig, save_json
+
+    model, dcfg = tiny_doanet("foa", seed=3)
+    run, data = tmp_path / "run", tmp_path / "features"
+    run.mkdir()
+    data.mkdir()
+    model.save(str(run / "best.keras"))
+    fcfg = FeatureConfig(fmt="foa", seq_frames=500)  # not the default: must come from the run, not the shapes
+    save_json({"feature_config": fcfg, "doanet_config": dcfg, "loss_config": LossConfig(), "data_dir": str(data)},
+              str(run / "run_config.json"))
+    (data / "manifest.json").write_text(json.dumps({"source": {"root": "/data/dcase", "format": "foa"}}))
+    vdir = export_saved_model(str(run), str(tmp_path / "out"))
+    info = json.load(open(os.path.join(vdir, "assets.extra", "dtbt_tf.json")))
+    assert info["feature_config"]["seq_frames"] == 500 and info["doanet_config"]["conv_filters"] == 12
+    assert info["source_run"] == str(run) and info["data_root"] == "/data/dcase"
