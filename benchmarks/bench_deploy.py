@@ -10,7 +10,7 @@ real-time factor = 5 s / latency. Random weights are fine for latency (same arit
 Also: files on disk, and peak RSS / wall time of `scripts/infer.py` with the int8 `.tflite` on a 60 s file (in a
 fresh Python process that also reports whether TensorFlow was imported). Accuracy: when a trained run exists
 (the run `saved_models/doanet_foa` was exported from, else the newest `runs/*/best.keras`, whose data
-manifest points at a DCASE-layout root), the LE/LF1 change of the
+manifest points at a DCASE-layout root; or the run folder in $DTBT_DEPLOY_RUN), the LE/LF1 change of the
 quantised variants vs fp32 on that root's test split (`dtbt_tf.export.quantization_report`); else a TODO note.
 
     python benchmarks/run.py deploy            # or: python benchmarks/bench_deploy.py [--quick]
@@ -132,12 +132,14 @@ def _infer_rss(tflite_path: str, seconds: float, tmp: str) -> dict:
 
 
 def _trained_run():
-    """(run_dir, DCASE root) of a trained FOA run: the one saved_models/doanet_foa was exported from (its
-    assets.extra/dtbt_tf.json names it), else the newest runs/*/best.keras; (None, None) if there is none."""
+    """(run_dir, DCASE root) of a trained FOA run: $DTBT_DEPLOY_RUN if set, else the one saved_models/doanet_foa
+    was exported from (its assets.extra/dtbt_tf.json names it), else the newest runs/*/best.keras; (None, None)
+    if there is none."""
     from dtbt_tf.export import provenance
 
-    candidates = []
-    for info in sorted(glob.glob(os.path.join(REPO, "saved_models", "doanet_foa", "*", "assets.extra", "dtbt_tf.json"))):
+    candidates = [os.environ["DTBT_DEPLOY_RUN"]] if os.environ.get("DTBT_DEPLOY_RUN") else []
+    pattern = os.path.join(REPO, "saved_models", "doanet_foa", "*", "assets.extra", "dtbt_tf.json")
+    for info in sorted(glob.glob(pattern)):
         try:
             candidates.append(json.load(open(info))["source_run"])
         except (OSError, KeyError, ValueError):
@@ -236,8 +238,8 @@ def run(quick: bool = False) -> dict:
                          "the LE change of int8/fp16 vs fp32 is not measured; latency uses random weights.")
     notes.append(f"Batch 1, one {WINDOW}-frame (5 s) window per call; median of {repeats} calls after 3 warm-up "
                  "calls; real-time factor = 5 s / median. TFLite variants are the exported files (GRUs as "
-                 "WHILE loops); the unrolled-GRU rows are the same models converted with unroll=True. The machine is shared, "
-                 "see the load average.")
+                 "WHILE loops); the unrolled-GRU rows are the same models converted with unroll=True. "
+                 "The machine is shared: see the load average.")
     return {"name": "deploy", "rows": rows, "notes": " ".join(notes)}
 
 

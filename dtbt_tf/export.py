@@ -13,13 +13,14 @@ The version folder also holds ``assets.extra/dtbt_tf.json`` (feature and DOAnet 
 TF Serving ignores ``assets.extra``. Reloading needs only TensorFlow: ``tf.saved_model.load(dir).signatures[...]``.
 
 TFLite: batch 1 and a fixed window (250 feature frames = 5 s by default) of a copy of the model rebuilt with fixed
-shapes and the same weights (:func:`fixed_shape_copy`); the GRUs stay WHILE loops (a built-in op) by default:
-measured here, unrolling them made every variant slower (fp32 76 vs 30 ms, int8 23 vs 16 ms per window on a loaded
-2-core machine) and the interpreter 2-5x larger in memory, and dynamic-range quantisation covers the loop body
-too (``unroll=True`` is kept for runtimes without control flow); built-in ops only (conversion fails rather than fall back to Flex ops). ``fp32``; ``int8`` = dynamic-range quantisation
-(int8 weights, float activations, ``Optimize.DEFAULT``); ``fp16`` = float16 weights. A JSON sidecar
-``<name>.json`` beside ``<name>.tflite`` holds the configs and the window. An audio-in variant (input (1, 5 W *
-hop, 4) samples) is exported with :func:`export_tflite` ``input_kind="audio"``.
+shapes and the same weights (:func:`fixed_shape_copy`), built-in ops only (conversion fails rather than fall back
+to Flex ops). ``fp32``; ``int8`` = dynamic-range quantisation (int8 weights, float activations,
+``Optimize.DEFAULT``); ``fp16`` = float16 weights. The GRUs stay WHILE loops (a built-in op) by default: measured
+here, unrolling them made every variant slower (fp32 76 vs 30 ms, int8 23 vs 16 ms per window on a loaded 2-core
+machine) and the interpreter 2-5x larger in memory, and dynamic-range quantisation covers the loop body too;
+``unroll=True`` remains for runtimes without control flow. A JSON sidecar ``<name>.json`` beside
+``<name>.tflite`` holds the configs, the window and the provenance. An audio-in variant (input (1, W *
+hop_length, 4) samples, features in the graph) is exported with :func:`export_tflite` ``input_kind="audio"``.
 """
 from __future__ import annotations
 
@@ -33,7 +34,6 @@ import tempfile
 from typing import Sequence
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, atomic_write_text, to_dict
@@ -112,8 +112,8 @@ def _trim_and_features(audio, feature_cfg: FeatureConfig):
     return extract_features(audio[:, :n], feature_cfg)
 
 
-def _archive(model: keras.Model, feature_cfg: FeatureConfig, features_shape, audio_shape):
-    """ExportArchive with ``serving_default`` (features) and, if audio_shape, ``from_audio`` endpoints."""
+def _archive(model: keras.Model, feature_cfg: FeatureConfig):
+    """ExportArchive with the ``serving_default`` (features) and ``from_audio`` endpoints, any batch and length."""
     archive = keras.export.ExportArchive()
     archive.track(model)
 
@@ -124,11 +124,11 @@ def _archive(model: keras.Model, feature_cfg: FeatureConfig, features_shape, aud
     def serve_audio(audio):
         return serve_features(_trim_and_features(audio, feature_cfg))
 
+    features_shape = (None, None, feature_cfg.n_mels, feature_cfg.n_channels)
     archive.add_endpoint("serving_default", tf.function(serve_features),
                          [tf.TensorSpec(features_shape, tf.float32, name="features")])
-    if audio_shape is not None:
-        archive.add_endpoint("from_audio", tf.function(serve_audio),
-                             [tf.TensorSpec(audio_shape, tf.float32, name="audio")])
+    archive.add_endpoint("from_audio", tf.function(serve_audio),
+                         [tf.TensorSpec((None, None, 4), tf.float32, name="audio")])
     return archive
 
 
@@ -150,8 +150,7 @@ def export_saved_model(run_dir_or_model, out_dir: str, version: int = 1, feature
     os.makedirs(out_dir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f".{int(version)}.tmp", dir=out_dir)
     try:
-        c = feature_cfg.n_channels
-        archive = _archive(model, feature_cfg, (None, None, feature_cfg.n_mels, c), (None, None, 4))
+        archive = _archive(model, feature_cfg)
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra, exist_ok=True)

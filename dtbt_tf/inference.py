@@ -120,10 +120,11 @@ def features_numpy(audio: np.ndarray, cfg: FeatureConfig, chunk_frames: int = 50
 
 @dataclasses.dataclass
 class LoadedModel:
-    """A model ready for windows: ``predict(x)`` maps a batch of windows to (doa (B, W, N, 3), activity (B, W, N)).
+    """A model ready for windows of ``window_frames`` feature frames (F = window_frames / 5 label frames):
+    ``predict(x)`` maps a batch of windows to numpy (doa (B, F, N, 3), activity (B, F, N)).
 
-    input_kind: 'features' (x = (B, 5 W, 64, C)) or 'audio' (x = (B, 5 W * hop, 4)); max_batch: windows per call
-    (1 for TFLite); window_frames: fixed feature frames per window.
+    input_kind: 'features' (x = (B, window_frames, 64, C) raw features) or 'audio'
+    (x = (B, window_frames * hop_length, 4)); max_batch: windows per call (1 for TFLite); source: the path loaded.
     """
 
     predict: object
@@ -184,7 +185,8 @@ def _load_tflite(path: str, num_threads: int | None) -> LoadedModel:
     elif len(shape) == 3 and shape[-1] == N_AUDIO_CHANNELS:
         kind = "audio"
         if "feature_config" not in info:
-            raise ConfigError(f"{path}: audio-in TFLite model without its {os.path.basename(tflite_sidecar_path(path))}")
+            side = os.path.basename(tflite_sidecar_path(path))
+            raise ConfigError(f"{path}: audio-in TFLite model without its {side}")
         cfg = from_dict(FeatureConfig, info["feature_config"])
         window = shape[1] // cfg.hop_length
     else:
@@ -203,7 +205,8 @@ def saved_model_version_dir(path: str) -> str:
     """``path`` itself if it holds ``saved_model.pb``, else its highest numeric version sub-folder that does."""
     if os.path.isfile(os.path.join(path, "saved_model.pb")):
         return path
-    versions = [int(d) for d in os.listdir(path) if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
+    versions = [int(d) for d in os.listdir(path)
+                if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
     if not versions:
         raise ConfigError(f"{path}: no saved_model.pb here or in a numeric version folder")
     return os.path.join(path, str(max(versions)))

@@ -27,7 +27,8 @@ TOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}  # measured here: 2e-6, 3e-3, 2.
 def tiny_doanet(fmt="foa", seed=0):
     """A small random DOAnet with normalisation statistics of noise features and non-zero random biases."""
     keras.utils.set_random_seed(seed)
-    cfg = DoanetConfig(fmt=fmt, conv_filters=12, rnn_units=16, fc_units=16)  # conv and GRU kernels > 1024 weights: quantised
+    # conv and GRU kernels of > 1024 weights, so dynamic-range quantisation applies to them
+    cfg = DoanetConfig(fmt=fmt, conv_filters=12, rnn_units=16, fc_units=16)
     rng = np.random.default_rng(seed)
     feats = features_numpy(noise(2.0, seed + 100), FeatureConfig(fmt=fmt))
     from dtbt_tf.models.doanet import build_doanet
