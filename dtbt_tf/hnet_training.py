@@ -240,6 +240,8 @@ class HnetTrainConfig:
     units: int = 128
     bidirectional: bool = True  # see dtbt_tf.models.hnet: the one-way GRU of the paper learns far slower
     continuous_fraction: float = 0.1  # share of training matrices with continuous (non-grid) directions
+    training_layout_fraction: float = 0.0  # share of matrices in the DOAnet training layout (rest: generator)
+    init_from: str = ""  # .keras Hnet to start from (fine-tuning); "" = random initialisation
     seed: int = 0
     jit_compile: bool = True  # XLA: ~2-3x faster training steps on CPU for this tiny model (measured)
 
@@ -249,6 +251,9 @@ class HnetTrainConfig:
         for name in ("train_size", "val_size", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("continuous_fraction", "training_layout_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if len(self.loss_weights) != 3:
             raise ValueError(f"loss_weights needs 3 values (association, row_max, col_max), got {self.loss_weights}")
         object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
@@ -290,6 +295,18 @@ class _WallClock(keras.callbacks.Callback):
         atomic_write_text(str(self.state_file), json.dumps({"seconds": seconds, "epoch": epoch + 1}))
 
 
+def training_data(cfg: HnetTrainConfig, cache_dir, size: int, seed: int) -> dict:
+    """Training/validation matrices of a run: generator layout, plus a `training_layout_fraction` share in
+    the DOAnet training layout (both with `continuous_fraction` continuous directions), cached."""
+    n_train_layout = int(round(size * cfg.training_layout_fraction))
+    parts = [load_or_make_hnet_data(cache_dir, cfg.n_max, size - n_train_layout, seed, directions="mixed",
+                                    continuous_fraction=cfg.continuous_fraction)] if n_train_layout < size else []
+    if n_train_layout:
+        parts.append(load_or_make_hnet_data(cache_dir, cfg.n_max, n_train_layout, seed + 500, layout="training",
+                                            directions="mixed", continuous_fraction=cfg.continuous_fraction))
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
 def train_hnet(cfg: HnetTrainConfig, work_dir, cache_dir="cache/hnet", resume: bool = False,
                verbose: int | None = None, callbacks=()) -> tuple[keras.Model, dict]:
     """Train a Hnet; returns (best model by validation F1, info dict); `callbacks` are added to fit's.
@@ -314,12 +331,16 @@ def train_hnet(cfg: HnetTrainConfig, work_dir, cache_dir="cache/hnet", resume: b
     atomic_write_text(str(cfg_file), json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
 
     keras.utils.set_random_seed(cfg.seed)
-    train = load_or_make_hnet_data(cache_dir, cfg.n_max, cfg.train_size, 1000 * cfg.seed + 1,
-                                   directions="mixed", continuous_fraction=cfg.continuous_fraction)
-    val = load_or_make_hnet_data(cache_dir, cfg.n_max, cfg.val_size, 1000 * cfg.seed + 2,
-                                 directions="mixed", continuous_fraction=cfg.continuous_fraction)
+    train = training_data(cfg, cache_dir, cfg.train_size, 1000 * cfg.seed + 1)
+    val = training_data(cfg, cache_dir, cfg.val_size, 1000 * cfg.seed + 2)
     steps = -(-cfg.train_size // cfg.batch_size)
     model = build_hnet(cfg.n_max, units=cfg.units, bidirectional=cfg.bidirectional)
+    if cfg.init_from:
+        try:
+            start = keras.saving.load_model(cfg.init_from, compile=False)
+            model.set_weights(start.get_weights())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{cfg.init_from}: cannot start from this model ({e})") from None
     compile_hnet(model, cfg, steps)
 
     best_path = work / "best.keras"
@@ -455,12 +476,15 @@ def model_card(info: dict) -> str:
         f"({100 * (1 - cfg['continuous_fraction']):.0f}%) and uniform continuous directions "
         f"({100 * cfg['continuous_fraction']:.0f}%);",
         f"  every (number of predictions, number of references) in 0..{n} equally, active slots at random",
-        f"  positions, padded entries uniform in [{PAD_RANGE[0]:g}, {PAD_RANGE[1]:g}].",
+        f"  positions, padded entries uniform in [{PAD_RANGE[0]:g}, {PAD_RANGE[1]:g}]"
+        + (f"; plus {100 * cfg.get('training_layout_fraction', 0):.0f}% of the matrices in the DOAnet training "
+           "layout." if cfg.get("training_layout_fraction") else "."),
         "- Targets: exact minimum-cost association on the active block (equal to scipy's Hungarian) and its",
         "  row/column maxima; loss = weighted sum of three BCEs, weights "
         f"{', '.join(f'{w:g}' for w in cfg['loss_weights'])}.",
         f"- Adam, batch {cfg['batch_size']}, {cfg['epochs']} epochs, peak learning rate {cfg['lr']:g} "
-        f"(warm-up {cfg['warmup_epochs']:g} epoch, cosine decay to {cfg['final_lr_fraction']:g} x peak).",
+        f"(warm-up {cfg['warmup_epochs']:g} epoch, cosine decay to {cfg['final_lr_fraction']:g} x peak)"
+        + (f", starting from `{cfg['init_from']}`" if cfg.get("init_from") else "") + ".",
         f"- Training time: {info['train_seconds'] / 60:.1f} min on {info.get('hardware', 'CPU')}; "
         f"best epoch by validation F1.",
         "",

@@ -29,6 +29,10 @@ def parse_args(argv=None):
                    metavar=("ASSOC", "ROW", "COL"), help="BCE weights of the three heads; default 1 1 1")
     p.add_argument("--continuous-fraction", type=float, default=0.1,
                    help="share of training matrices with continuous (non-grid) directions; default 0.1")
+    p.add_argument("--training-layout-fraction", type=float, default=0.0,
+                   help="share of matrices in the DOAnet training layout (all prediction rows active, references "
+                        "padded with 10); default 0 (paper data only)")
+    p.add_argument("--init-from", default="", help="start from this .keras Hnet (fine-tuning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="export folder; default saved_models/hnet_n{N}")
     p.add_argument("--work-dir", default=None, help="checkpoints, TensorBoard logs; default runs/hnet_n{N}")
@@ -56,8 +60,9 @@ def main(argv=None) -> int:
             n_max=args.n_max, train_size=args.train_size,
             val_size=args.val_size if args.val_size is not None else max(args.train_size // 10, 1),
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss_weights=tuple(args.loss_weights),
-            continuous_fraction=args.continuous_fraction, seed=args.seed, jit_compile=not args.no_jit,
-            bidirectional=not args.unidirectional)
+            continuous_fraction=args.continuous_fraction,
+            training_layout_fraction=args.training_layout_fraction, init_from=args.init_from, seed=args.seed,
+            jit_compile=not args.no_jit, bidirectional=not args.unidirectional)
         out = run_hnet_training(
             cfg, out_dir=args.out or f"saved_models/hnet_n{args.n_max}",
             work_dir=args.work_dir or f"runs/hnet_n{args.n_max}", cache_dir=args.cache_dir,

@@ -19,6 +19,7 @@ from dtbt_tf.hnet_training import (
     make_hnet_data,
     targets,
     train_hnet,
+    training_data,
 )
 from dtbt_tf.models.hnet import SAVED_MODELS_DIR, apply_hnet, build_hnet, load_hnet
 
@@ -218,9 +219,22 @@ def test_small_training_run_learns_and_resumes(tmp_path):
                    cache_dir=tmp_path / "cache", resume=True, verbose=0)
 
 
+def test_training_data_mixes_layouts_and_bad_init_from(tmp_path):
+    cfg = HnetTrainConfig(n_max=2, train_size=90, val_size=10, training_layout_fraction=1 / 3,
+                          init_from=str(tmp_path / "missing.keras"))
+    data = training_data(cfg, tmp_path, 90, seed=1)
+    assert data["distance"].shape == (90, 2, 2)
+    assert np.all(data["row_active"][60:]) and np.all(data["distance"][60:][data["distance"][60:] > 2] == 10.0)
+    assert not np.all(data["row_active"][:60])
+    with pytest.raises(ValueError, match="missing.keras: cannot start"):
+        train_hnet(cfg, tmp_path / "run", cache_dir=tmp_path, verbose=0)
+
+
 def test_train_config_validation():
     with pytest.raises(ValueError, match="n_max"):
         HnetTrainConfig(n_max=0)
+    with pytest.raises(ValueError, match="training_layout_fraction"):
+        HnetTrainConfig(training_layout_fraction=1.5)
     with pytest.raises(ValueError, match="loss_weights"):
         HnetTrainConfig(loss_weights=(1.0, 1.0))
 
