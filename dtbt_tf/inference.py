@@ -228,7 +228,7 @@ def _load_saved_model(path: str) -> LoadedModel:
         return out["doa"].numpy(), out["activity"].numpy()
 
     predict.keep_alive = loaded  # the signature needs its object alive
-    return LoadedModel(predict, cfg, n_max, "features", WINDOW_FRAMES, 16, vdir)
+    return LoadedModel(predict, cfg, n_max, "features", cfg.seq_frames, 16, vdir)
 
 
 def _load_run_dir(path: str) -> LoadedModel:
@@ -243,12 +243,13 @@ def _load_run_dir(path: str) -> LoadedModel:
         out = fn(tf.constant(x, tf.float32))
         return out["doa"].numpy(), out["activity"].numpy()
 
-    return LoadedModel(predict, feature_cfg, doanet_cfg.n_max, "features", WINDOW_FRAMES, 16, path)
+    return LoadedModel(predict, feature_cfg, doanet_cfg.n_max, "features", feature_cfg.seq_frames, 16, path)
 
 
 def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
     """Load a ``.tflite`` file, a SavedModel (version folder or serving base folder) or a training run folder.
 
+    Windows: the TFLite model's fixed input length, else the training sequence length (``seq_frames``, 250).
     num_threads applies to TFLite only (None = the interpreter's default). ConfigError if ``path`` is none of these.
     """
     if path.endswith(".tflite"):

@@ -227,3 +227,4 @@ def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path):
     info = json.load(open(os.path.join(vdir, "assets.extra", "dtbt_tf.json")))
     assert info["feature_config"]["seq_frames"] == 500 and info["doanet_config"]["conv_filters"] == 12
     assert info["source_run"] == str(run) and info["data_root"] == "/data/dcase"
+    assert load_model(str(run)).window_frames == load_model(vdir).window_frames == 500  # windows = training length
