@@ -11,7 +11,7 @@ from dtbt_tf.inference import infer_files
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
         description="Run a DOAnet over 4-channel 24 kHz wav files (FOA or MIC, as the model was trained) of any "
-                    "length: 5 s windows with 50%% overlap, the centre of each kept. Writes OUT/<name>.csv with "
+                    "length: 5 s windows with 50% overlap, the centre of each kept. Writes OUT/<name>.csv with "
                     "rows frame,class,track,azimuth,elevation (100 ms frames, class 0, track = regressor slot, "
                     "integer degrees) for every slot whose activity exceeds --threshold, and with --plot "
                     "OUT/<name>.png. A .tflite model runs without TensorFlow (ai_edge_litert + NumPy features).")
