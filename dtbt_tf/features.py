@@ -18,10 +18,12 @@ Definitions, per STFT bin (f = frequency bin, t = frame):
   (Slaney scale and area normalisation); no ``top_db`` clipping.
 - intensity: ``I_c = Re(conj(W) * S_c) / (eps + |W|^2 + (|X|^2 + |Y|^2 + |Z|^2) / 3)`` for ``c`` in (X, Y, Z),
   normalised per linear-frequency bin, THEN mel-weighted with the same matrix ``M`` (``I_c @ M``), as the
-  DCASE baseline does. ``eps`` = :data:`INTENSITY_EPS`.
+  DCASE baseline does. ``eps`` = :data:`INTENSITY_EPS`. With Slaney's area-normalised filters the values are
+  small (|I| up to ~0.04); the per-channel normalisation statistics take care of the scale.
 - GCC-PHAT of pair (m, n): ``irfft(exp(j * angle(conj(S_m) * S_n)), n_fft)``, lags ``-L/2 .. L/2 - 1`` in that
   order with ``L = n_mels`` (64 by default). A positive lag ``d`` means channel ``n`` lags channel ``m`` by ``d``
-  samples. Bins where ``conj(S_m) * S_n`` is exactly 0 (digital silence) count as phase 0.
+  samples. Bins where ``conj(S_m) * S_n`` is exactly 0 (digital silence) count as phase 0. Computed in float32:
+  in bins some 100 dB below the frame's loudest, round-off decides the phase (TF and the oracle differ there).
 """
 from __future__ import annotations
 
@@ -100,7 +102,8 @@ def extract_features(audio, cfg: FeatureConfig) -> tf.Tensor:
 
     audio: (samples, 4) or (batch, samples, 4), float (cast to float32); leading/time dims may be unknown.
     Returns (..., T, n_mels, C) float32 with T = samples // hop_length, C = 7 (FOA) or 10 (MIC); channel layout
-    and definitions in the module docstring. Raises ValueError for a wrong channel count or rank.
+    and definitions in the module docstring. Raises ValueError for a wrong static channel count or rank (a channel
+    count unknown while tracing is checked when the graph runs: InvalidArgumentError).
     """
     audio = _check_audio(tf.cast(tf.convert_to_tensor(audio), tf.float32))
     n_time = tf.shape(audio)[-2] // cfg.hop_length
@@ -144,7 +147,7 @@ def feature_function(cfg: FeatureConfig, jit_compile: bool = False):
     """A cached ``tf.function`` of :func:`extract_features` for ``cfg``.
 
     ``jit_compile=True`` (XLA) fuses the element-wise work and is faster for repeated inputs of one length, but
-    compiles again (~0.5-1 s) for every new input shape; the default graph function accepts any length.
+    compiles again (~1-2 s) for every new input shape; the default graph function accepts any length.
     """
     return tf.function(lambda audio: extract_features(audio, cfg), reduce_retracing=True, jit_compile=jit_compile)
 
