@@ -4,7 +4,8 @@ size on 2 cores), sequences/s and the first (tracing) step.
 Paper size: batch 32, 250 feature frames, FOA (7 channels), the paper's DOAnet. Random features and random
 labels with stable slots (polyphony 0..2). The Hnet is the shipped one when present, else an untrained build
 of the same architecture (same cost). The two losses' steps are interleaved so that load from other processes
-hits both alike; times are medians after the warm-up.
+hits both alike; times are medians after the warm-up. `step_cpu_s_median` is the process CPU time of a step
+(all threads): on a shared machine, CPU time / cores is a lower bound of the step time on an idle one.
 
     python benchmarks/run.py training          # or: python benchmarks/bench_training.py [--quick]
 """
@@ -62,19 +63,22 @@ def run(quick: bool = False, jit_compile: bool = False) -> dict:
         first[name] = time.perf_counter() - t0
         t.train_on_batch(x, y)  # warm-up
         trainers[name] = t
-    times = {"mse": [], "full": []}
+    times, cpu = {"mse": [], "full": []}, {"mse": [], "full": []}
     for _ in range(steps):
         for name, t in trainers.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             t.train_on_batch(x, y)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     med = {k: float(np.median(v)) for k, v in times.items()}
     rows = [{"loss": k, "batch": batch, "frames": frames, "step_s_median": round(med[k], 4),
              "step_s_min": round(float(np.min(times[k])), 4), "sequences_per_s": round(batch / med[k], 1),
+             "step_cpu_s_median": round(float(np.median(cpu[k])), 4),
              "first_step_s": round(first[k], 2), "ratio_vs_mse": round(med[k] / med["mse"], 3)} for k in med]
     notes = (f"{'quick (reduced model)' if quick else 'paper size (DOAnet of DESIGN 4)'}, FOA, "
              f"{steps} interleaved timed steps after 1 warm-up, jit_compile={jit_compile}, Hnet: {hnet_kind}, "
-             f"tf {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs visible; "
+             f"tf {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs visible, load average "
+             f"{os.getloadavg()[0]:.1f} at the end; "
              f"full/mse = {med['full'] / med['mse']:.3f} (target <= 1.1), full step {med['full']:.3f} s "
              f"(target <= 0.8 s at paper size)")
     return {"name": "training", "rows": rows, "notes": notes}

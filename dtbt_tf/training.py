@@ -46,6 +46,8 @@ RUN_CONFIG = "run_config.json"
 BEST_MODEL = "best.keras"
 SPLITS = ("train", "val", "test")
 VAL_KEYS = ("LE", "LR", "LP", "LF1", "MOTA", "IDS")  # validation metrics logged per epoch
+SCHEDULES = ("constant", "cosine")
+COSINE_FINAL_FRACTION = 0.05
 DEFAULT_SEQ_HOP = 125  # feature frames between training windows (2.5 s: windows overlap by half)
 
 
@@ -73,6 +75,15 @@ class DoaTrainer(keras.Model):
         self.hnet = hnet if needs_hnet else None
         self.loss_cfg = loss_cfg
         self.trackers = [keras.metrics.Mean(name=n) for n in term_names(loss_cfg)]
+        self.built = True  # both wrapped models are built functional models
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras' symbolic build has nothing to build here, except an optimizer not built yet. Skipping it also
+        avoids its cross-replica MEAN of a whole input batch, which MultiWorkerMirroredStrategy rejects (nested
+        batches are not reducible there; Keras 3.15)."""
+        if self.optimizer is not None and not self.optimizer.built:
+            with self.distribute_strategy.scope():
+                self.optimizer.build(self.doanet.trainable_variables)
 
     def call(self, features, training=False):
         return self.doanet(features, training=training)
@@ -89,7 +100,12 @@ class DoaTrainer(keras.Model):
     def _update(self, terms: dict) -> dict:
         for m in self.trackers:
             m.update_state(terms[m.name])
-        return {m.name: m.result() for m in self.trackers}
+        logs = {m.name: m.result() for m in self.trackers}
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3 reduces step outputs across workers as a MEAN over axis 0, which fails on scalars
+            # (tensorflow/tensorflow#72388): give them that axis (the values are equal on every worker)
+            logs = {k: v[None] for k, v in logs.items()}
+        return logs
 
     def train_step(self, data):
         variables = self.doanet.trainable_variables
@@ -130,12 +146,17 @@ class TrainSettings:
 
     seq_hop: step between training windows of ``FeatureConfig.seq_frames`` (250) frames; a hop below 250 gives
     overlapping windows, i.e. more (correlated) training sequences per epoch (window borders also move by a
-    random offset per file and epoch). threshold: activity threshold at inference.
+    random offset per file and epoch). schedule: 'constant' lr or 'cosine' decay from lr to
+    ``COSINE_FINAL_FRACTION * lr`` over all the steps of ``epochs`` (a resumed run with more epochs stretches
+    it from where it is). threshold: activity threshold at inference. seed: initialisation and
+    data order (the synthetic dataset always uses its own seed 0). preset: synthetic dataset used when no data
+    is given.
     """
 
     epochs: int = 12
     batch_size: int = 16
     lr: float = 1e-3
+    schedule: str = "cosine"
     seq_hop: int = DEFAULT_SEQ_HOP
     seed: int = 0
     strategy: str = "default"
@@ -150,6 +171,8 @@ class TrainSettings:
                               f"{self.lr})")
         if self.seq_hop < 5 or self.seq_hop % 5:
             raise ConfigError(f"seq_hop must be a positive multiple of 5 feature frames, got {self.seq_hop}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
         if not 0.0 < self.threshold < 1.0:
@@ -178,10 +201,13 @@ def _is_chief(strategy) -> bool:
 
 
 def resolve_data(data: str | None, fmt: str, n_max: int, preset: str = "quick", seed: int = 0,
-                 progress: bool = True) -> str:
+                 progress: bool = True, extract: bool = True) -> str:
     """A TFRecord feature folder for ``data``: the folder itself if it holds a manifest.json; for a
     DCASE-layout root, ``<root>_features_<fmt>_n<N>`` next to it, extracted or reused (finished shards are
-    kept); None: the synthetic ``preset`` dataset (made or reused) and its feature folder."""
+    kept; the plan is checked against the root again, so added or changed recordings are picked up); None: the
+    synthetic ``preset`` dataset (made or reused) and its feature folder. ``extract=False`` (multi-worker
+    non-chief) uses a finished feature folder as it is and extracts only when there is none (another file
+    system)."""
     from dtbt_tf.data.tfrecord import MANIFEST, extract_dataset
 
     if data is None:
@@ -196,7 +222,8 @@ def resolve_data(data: str | None, fmt: str, n_max: int, preset: str = "quick", 
     if not any(os.path.isdir(os.path.join(data, f"{fmt}_{s}")) for s in ("dev", "eval")):
         raise DataError(f"{data}: neither a feature folder (no {MANIFEST}) nor a DCASE-layout root with {fmt}_dev/")
     out = f"{data}_features_{fmt}_n{n_max}"
-    extract_dataset(data, fmt, out, n_max=n_max, progress=progress)
+    if extract or not os.path.isfile(os.path.join(out, MANIFEST)):
+        extract_dataset(data, fmt, out, n_max=n_max, progress=progress)
     return out
 
 
@@ -223,11 +250,12 @@ def _load_hnet_for(path: str | None, loss_cfg: LossConfig, n_max: int):
     return load_hnet(path, n_max=n_max), os.path.abspath(path)
 
 
-def predict_features(model: keras.Model, features: np.ndarray, window: int, predict_fn=None):
+def predict_features(model: keras.Model, features: np.ndarray, window: int, predict_fn=None, max_batch: int = 32):
     """DOAnet outputs of a whole recording: windows of ``window`` feature frames with 50% overlap, centres
     stitched (the scheme of :func:`dtbt_tf.inference.localize`, so training-time evaluation equals infer.py).
 
-    features: (T, n_mels, C) raw. Returns doa (T // 5, N, 3), activity (T // 5, N) as NumPy arrays.
+    features: (T, n_mels, C) raw; predict_fn: a compiled ``x -> model(x)`` (default: :func:`predict_function`);
+    windows go through it ``max_batch`` at a time. Returns doa (T // 5, N, 3), activity (T // 5, N) NumPy.
     """
     from dtbt_tf.inference import window_plan
 
@@ -240,34 +268,38 @@ def predict_features(model: keras.Model, features: np.ndarray, window: int, pred
     act = np.zeros((n_label, n_max), np.float32)
     if not plan:
         return doa, act
+    predict_fn = predict_fn or predict_function(model)
     need = (plan[-1][0] + win) * hop_t
     src = np.zeros((need,) + features.shape[1:], np.float32)
     src[: n_label * hop_t] = features[: n_label * hop_t]
-    x = np.stack([src[s * hop_t:(s + win) * hop_t] for s, _, _ in plan])
-    out = (predict_fn or model)(tf.constant(x))
-    d, a = out["doa"].numpy(), out["activity"].numpy()
-    for (s, lo, hi), di, ai in zip(plan, d, a):
-        doa[lo:hi] = di[lo - s:hi - s]
-        act[lo:hi] = ai[lo - s:hi - s]
+    for b in range(0, len(plan), max_batch):
+        chunk = plan[b:b + max_batch]
+        out = predict_fn(tf.constant(np.stack([src[s * hop_t:(s + win) * hop_t] for s, _, _ in chunk])))
+        for (s, lo, hi), di, ai in zip(chunk, out["doa"].numpy(), out["activity"].numpy()):
+            doa[lo:hi] = di[lo - s:hi - s]
+            act[lo:hi] = ai[lo - s:hi - s]
     return doa, act
 
 
-def _predict_fn(model):
-    return tf.function(lambda x: model(x, training=False), reduce_retracing=True)
+def predict_function(model: keras.Model):
+    """``model(x, training=False)`` as a tf.function for any batch and length (traced once)."""
+    shape = [None, None, *model.input_shape[2:]]
+    return tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)],
+                       autograph=False)
 
 
 def evaluate_split(model: keras.Model, data_dir: str, split: str, window: int, threshold: float | None,
-                   csv_dir: str | None = None):
+                   csv_dir: str | None = None, predict_fn=None):
     """Metrics (dtbt_tf.metrics.compute_metrics) of ``model`` on the whole recordings of a split.
 
     threshold: activity threshold, None = every slot counts in every frame (losses without activity). With
     ``csv_dir``, one DCASE CSV per recording (frame, 0, slot, azimuth, elevation) is written there.
-    Returns (metrics, {name: (doa, activity, labels)}) for the first recording (for plots).
+    predict_fn: see :func:`predict_features`. Returns (metrics, {name: (doa, activity, labels)}) for the first recording (for plots).
     """
     from dtbt_tf.data.pipeline import iter_recordings
     from dtbt_tf.metrics import compute_metrics, tracks_from_labels, tracks_from_outputs
 
-    fn = _predict_fn(model)
+    fn = predict_fn or predict_function(model)
     pred, ref, first = {}, {}, {}
     for name, feats, labels in iter_recordings(data_dir, split):
         if not np.all(np.isfinite(feats)):
@@ -306,11 +338,13 @@ class RunCallback(keras.callbacks.Callback):
         self.run_dir, self.data_dir, self.doanet = run_dir, data_dir, doanet
         self.ckpt, self.manager, self.window, self.threshold, self.chief = ckpt, manager, window, threshold, chief
         self.writer = tf.summary.create_file_writer(os.path.join(run_dir, "tb", "images")) if chief else None
+        self.predict_fn = predict_function(doanet)
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs if logs is not None else {}
         if self.chief:
-            metrics, first = evaluate_split(self.doanet, self.data_dir, "val", self.window, self.threshold)
+            metrics, first = evaluate_split(self.doanet, self.data_dir, "val", self.window, self.threshold,
+                                            predict_fn=self.predict_fn)
             for k in VAL_KEYS:
                 logs[f"val_{k}"] = float(metrics[k])
             le = metrics["LE"] if not math.isnan(metrics["LE"]) else 180.0  # nothing detected: worst possible
@@ -348,7 +382,8 @@ def export_saved_model(model: keras.Model, out_dir: str, n_channels: int, n_mels
     module = tf.Module()
     module.model = model
 
-    @tf.function(input_signature=[tf.TensorSpec([None, None, n_mels, n_channels], tf.float32, name="features")])
+    @tf.function(input_signature=[tf.TensorSpec([None, None, n_mels, n_channels], tf.float32, name="features")],
+                 autograph=False)
     def serve(features):
         out = model(features, training=False)
         return {"doa": out["doa"], "activity": out["activity"]}
@@ -394,111 +429,173 @@ def _dataset(data_dir, split, settings: TrainSettings, feature_cfg: FeatureConfi
                                repeat=training, seq_frames=feature_cfg.seq_frames,
                                seq_hop=settings.seq_hop if training else feature_cfg.seq_frames)
     ds = ds.map(lambda x, y: (tf.debugging.check_numerics(x, f"{data_dir}: {split} features contain NaN or Inf"), y))
+    options = tf.data.Options()  # multi-worker: every worker reads all shards, keeps its share of the batches
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    ds = ds.with_options(options)
     if not training:  # a known length keeps Keras from warning at the end of every validation pass
         ds = ds.apply(tf.data.experimental.assert_cardinality(int(ds.reduce(0, lambda n, _: n + 1))))
     return ds
+
+
+def _learning_rate(settings: TrainSettings, steps_per_epoch: int):
+    if settings.schedule == "constant":
+        return settings.lr
+    return keras.optimizers.schedules.CosineDecay(settings.lr, settings.epochs * steps_per_epoch,
+                                                  alpha=COSINE_FINAL_FRACTION)
 
 
 def default_run_dir(fmt: str, loss: str) -> str:
     return os.path.join("runs", f"{fmt}_{loss}_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}")
 
 
+def _multi_worker(strategy) -> bool:
+    """True for a MultiWorkerMirroredStrategy spanning several workers."""
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.extended._in_multi_worker_mode())  # noqa: SLF001  (no public test for it)
+
+
+def _barrier(strategy) -> None:
+    """Block until every worker of a multi-worker strategy gets here (a one-number all-reduce)."""
+    if _multi_worker(strategy):
+        strategy.reduce("SUM", strategy.run(lambda: tf.constant(1.0)), axis=None)
+
+
+@dataclass
+class _Run:
+    """The resolved configuration of a run (new or resumed)."""
+
+    out: str
+    feature_cfg: FeatureConfig
+    doanet_cfg: DoanetConfig
+    loss_cfg: LossConfig
+    settings: TrainSettings
+    hnet: str | None
+    data: str | None  # as given (None: synthetic preset)
+    data_dir: str | None  # the feature folder, once known
+
+
+def _resolve_run(data, fmt, loss_cfg, hnet, n_max, settings, out, resume, doanet_cfg) -> _Run:
+    if resume:
+        if not out or not os.path.isfile(os.path.join(out, RUN_CONFIG)):
+            raise ConfigError(f"{out}: no {RUN_CONFIG} to resume from")
+        saved = load_json(os.path.join(out, RUN_CONFIG))
+        try:
+            return _Run(out, from_dict(FeatureConfig, saved["feature_config"]),
+                        from_dict(DoanetConfig, saved["doanet_config"]), from_dict(LossConfig, saved["loss_config"]),
+                        dataclasses.replace(from_dict(TrainSettings, saved["train"]), epochs=settings.epochs),
+                        saved["hnet"], saved["data_dir"], saved["data_dir"])
+        except (KeyError, TypeError) as e:
+            raise ConfigError(f"{os.path.join(out, RUN_CONFIG)}: malformed run config ({e})") from None
+    loss_cfg = loss_cfg or LossConfig()
+    doanet_cfg = doanet_cfg or DoanetConfig(fmt=fmt, n_max=n_max)
+    if (doanet_cfg.fmt, doanet_cfg.n_max) != (fmt, n_max):
+        raise ConfigError(f"doanet_cfg is for {doanet_cfg.fmt}/n_max={doanet_cfg.n_max}, not {fmt}/{n_max}")
+    out = out or default_run_dir(fmt, loss_cfg.name)
+    if os.path.isfile(os.path.join(out, RUN_CONFIG)):
+        raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
+    return _Run(out, FeatureConfig(fmt=fmt, n_mels=doanet_cfg.n_mels), doanet_cfg, loss_cfg, settings, hnet, data,
+                None)
+
+
 def train(data: str | None = None, fmt: str = "foa", loss_cfg: LossConfig | None = None, hnet: str | None = None,
           n_max: int = 2, settings: TrainSettings | None = None, out: str | None = None, resume: bool = False,
           doanet_cfg: DoanetConfig | None = None, verbose="auto", log=print) -> dict:
     """The main job: train DOAnet on ``data`` with ``loss_cfg``, evaluate the test split, export. Returns
-    {"run_dir", "test_metrics", "best_epoch", "best_val_LE"}.
+    {"run_dir", "test_metrics", "best_epoch", "best_val_LE"} ("test_metrics" on the chief only).
 
     data: TFRecord feature folder, DCASE-layout root (features extracted next to it) or None (the synthetic
     ``settings.preset`` set). hnet: Hnet folder/.keras (default saved_models/hnet_n{N}; unused by mse and pit).
     out: run folder (default runs/<fmt>_<loss>_<timestamp>). resume: continue the run in ``out`` from its
     last checkpoint up to ``settings.epochs`` epochs; the run's saved configs are used, the other arguments
-    (except ``settings.epochs``) are ignored. Raises ConfigError / DataError (one line) on bad input.
+    (except ``settings.epochs``) are ignored. Multi-worker: the chief (worker 0) prepares the data while the
+    others wait, and only the chief writes the run folder. Raises ConfigError / DataError (one line) on bad input.
     """
-    from dtbt_tf.data.pipeline import normalization_stats
-    from dtbt_tf.metrics import format_table, metrics_to_json
-
     settings = settings or TrainSettings()
-    if resume:
-        if not out or not os.path.isfile(os.path.join(out, RUN_CONFIG)):
-            raise ConfigError(f"{out}: no {RUN_CONFIG} to resume from")
-        saved = load_json(os.path.join(out, RUN_CONFIG))
-        feature_cfg = from_dict(FeatureConfig, saved["feature_config"])
-        doanet_cfg = from_dict(DoanetConfig, saved["doanet_config"])
-        loss_cfg = from_dict(LossConfig, saved["loss_config"])
-        settings = dataclasses.replace(from_dict(TrainSettings, saved["train"]), epochs=settings.epochs)
-        data_dir, hnet, n_max = saved["data_dir"], saved["hnet"], doanet_cfg.n_max
-    else:
-        loss_cfg = loss_cfg or LossConfig()
-        doanet_cfg = doanet_cfg or DoanetConfig(fmt=fmt, n_max=n_max)
-        if (doanet_cfg.fmt, doanet_cfg.n_max) != (fmt, n_max):
-            raise ConfigError(f"doanet_cfg is for {doanet_cfg.fmt}/n_max={doanet_cfg.n_max}, not {fmt}/{n_max}")
-        feature_cfg = FeatureConfig(fmt=fmt, n_mels=doanet_cfg.n_mels)
-        out = out or default_run_dir(fmt, loss_cfg.name)
-        if os.path.isfile(os.path.join(out, RUN_CONFIG)):
-            raise ConfigError(f"{out}: already holds a run; pass --resume to continue it or choose another --out")
-        data_dir = None
-    hnet_model, hnet_path = _load_hnet_for(hnet, loss_cfg, n_max)
-    if data_dir is None:
-        data_dir = resolve_data(data, fmt, n_max, settings.preset, settings.seed, progress=verbose != 0)
-    manifest = _check_data(data_dir, feature_cfg, n_max)
-    mean, std = normalization_stats(manifest)
-    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
-        raise DataError(f"{data_dir}: training features contain NaN or Inf (non-finite normalisation statistics)")
-
-    keras.utils.set_random_seed(settings.seed)
+    run = _resolve_run(data, fmt, loss_cfg, hnet, n_max, settings, out, resume, doanet_cfg)
+    settings, out = run.settings, run.out
     if settings.mixed_precision:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    strategy = make_strategy(settings.strategy)
+    strategy = make_strategy(settings.strategy)  # first: collective ops must be configured before other TF ops
     chief = _is_chief(strategy)
+    if not chief:
+        _barrier(strategy)
+    hnet_model, hnet_path = _load_hnet_for(run.hnet, run.loss_cfg, run.doanet_cfg.n_max)
+    if run.data_dir is None:
+        run.data_dir = resolve_data(run.data, run.feature_cfg.fmt, run.doanet_cfg.n_max, settings.preset,
+                                    progress=verbose != 0, extract=chief)
+    manifest = _check_data(run.data_dir, run.feature_cfg, run.doanet_cfg.n_max)
+    if chief:
+        _barrier(strategy)
+    mean, std = _normalization(manifest, run.data_dir)
+    n_seq = sequences_per_epoch(manifest, "train", run.feature_cfg.seq_frames, settings.seq_hop)
+    steps = max(1, math.ceil(n_seq / settings.batch_size))
     if chief:
         os.makedirs(out, exist_ok=True)
-        save_json({"feature_config": feature_cfg, "doanet_config": doanet_cfg, "loss_config": loss_cfg,
-                   "train": settings, "data_dir": os.path.abspath(data_dir), "hnet": hnet_path},
+        save_json({"feature_config": run.feature_cfg, "doanet_config": run.doanet_cfg, "loss_config": run.loss_cfg,
+                   "train": settings, "data_dir": os.path.abspath(run.data_dir), "hnet": hnet_path},
                   os.path.join(out, RUN_CONFIG))
+    keras.utils.set_random_seed(settings.seed)
     with strategy.scope():
-        doanet = build_doanet(doanet_cfg, mean, std)
-        trainer = DoaTrainer(doanet, hnet_model, loss_cfg)
-        trainer.compile(optimizer=keras.optimizers.Adam(settings.lr), jit_compile=settings.jit_compile)
+        doanet = build_doanet(run.doanet_cfg, mean, std)
+        trainer = DoaTrainer(doanet, hnet_model, run.loss_cfg)
+        trainer.compile(optimizer=keras.optimizers.Adam(_learning_rate(settings, steps)),
+                        jit_compile=settings.jit_compile)
         trainer.optimizer.build(doanet.trainable_variables)
         ckpt, manager = _checkpoint(out, doanet, trainer.optimizer, chief)
-        initial_epoch = 0
         if resume and manager.latest_checkpoint:
             ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-            initial_epoch = int(ckpt.epoch.numpy())
-            log(f"resuming {out} after epoch {initial_epoch} (best val LE {float(ckpt.best_le.numpy()):.2f} deg)")
-    threshold = settings.threshold if loss_cfg.uses_activity else None
-    callbacks = [RunCallback(out, data_dir, doanet, ckpt, manager, feature_cfg.seq_frames, threshold, chief)]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False))
+            log(f"resuming {out} after epoch {int(ckpt.epoch.numpy())} "
+                f"(best val LE {float(ckpt.best_le.numpy()):.2f} deg)")
+    initial_epoch = int(ckpt.epoch.numpy())
+    threshold = settings.threshold if run.loss_cfg.uses_activity else None
     if initial_epoch < settings.epochs:
-        n_seq = sequences_per_epoch(manifest, "train", feature_cfg.seq_frames, settings.seq_hop)
-        steps = max(1, math.ceil(n_seq / settings.batch_size))
-        log(f"training {loss_cfg.name} on {data_dir}: ~{n_seq} sequences per epoch ({steps} steps of "
+        callbacks = [RunCallback(out, run.data_dir, doanet, ckpt, manager, run.feature_cfg.seq_frames, threshold,
+                                 chief)]
+        if chief:
+            callbacks.append(keras.callbacks.TensorBoard(os.path.join(out, "tb"), write_graph=False))
+        log(f"training {run.loss_cfg.name} on {run.data_dir}: ~{n_seq} sequences per epoch ({steps} steps of "
             f"{settings.batch_size}), epochs {initial_epoch + 1}..{settings.epochs}, run folder {out}")
         try:
-            train_ds = _dataset(data_dir, "train", settings, feature_cfg, training=True)
-            val_ds = _dataset(data_dir, "val", settings, feature_cfg, training=False)
+            train_ds = _dataset(run.data_dir, "train", settings, run.feature_cfg, training=True)
+            # multi-worker: no validation loss pass (a partial last batch leaves some workers an empty batch,
+            # which the model cannot take); the chief's whole-recording validation metrics still run
+            val_ds = None if _multi_worker(strategy) else _dataset(run.data_dir, "val", settings, run.feature_cfg,
+                                                                   training=False)
             trainer.fit(train_ds, validation_data=val_ds, epochs=settings.epochs, initial_epoch=initial_epoch,
                         steps_per_epoch=steps, callbacks=callbacks, verbose=verbose, shuffle=False)
         except tf.errors.InvalidArgumentError as e:
             if "NaN or Inf" in str(e):
                 raise DataError(e.message.splitlines()[0].split(" : ")[0]) from None
             raise
-    result = {"run_dir": out, "best_epoch": int(ckpt.best_epoch.numpy()),
-              "best_val_LE": float(ckpt.best_le.numpy())}
-    if not chief:
-        return result
+    result = {"run_dir": out, "best_epoch": int(ckpt.best_epoch.numpy()), "best_val_LE": float(ckpt.best_le.numpy())}
+    if chief:
+        result["test_metrics"] = _finish(out, run, threshold, result["best_epoch"], log)
+    return result
+
+
+def _normalization(manifest: dict, data_dir: str):
+    from dtbt_tf.data.pipeline import normalization_stats
+
+    mean, std = normalization_stats(manifest)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise DataError(f"{data_dir}: training features contain NaN or Inf (non-finite normalisation statistics)")
+    return mean, std
+
+
+def _finish(out: str, run: _Run, threshold, best_epoch: int, log) -> dict:
+    """Test split with best.keras -> predictions/ + test_metrics.json (printed as a table), then export/."""
+    from dtbt_tf.metrics import format_table, metrics_to_json
+
     best, _, _, _ = load_trained(out)
     pred_dir = os.path.join(out, "predictions")
     tmp_dir = f"{pred_dir}.tmp{os.getpid()}"
     shutil.rmtree(tmp_dir, ignore_errors=True)
     os.makedirs(tmp_dir)
-    metrics, _ = evaluate_split(best, data_dir, "test", feature_cfg.seq_frames, threshold, csv_dir=tmp_dir)
+    metrics, _ = evaluate_split(best, run.data_dir, "test", run.feature_cfg.seq_frames, threshold, csv_dir=tmp_dir)
     shutil.rmtree(pred_dir, ignore_errors=True)
     os.replace(tmp_dir, pred_dir)
     atomic_write_text(os.path.join(out, "test_metrics.json"), metrics_to_json(metrics))
-    log(f"test split ({loss_cfg.name}, best epoch {result['best_epoch']}):\n{format_table(metrics)}")
-    export_saved_model(best, os.path.join(out, "export"), feature_cfg.n_channels, feature_cfg.n_mels)
+    log(f"test split ({run.loss_cfg.name}, best epoch {best_epoch}):\n{format_table(metrics)}")
+    export_saved_model(best, os.path.join(out, "export"), run.feature_cfg.n_channels, run.feature_cfg.n_mels)
     log(f"run folder: {out} (best.keras, export/, predictions/, tb/)")
-    return {**result, "test_metrics": metrics}
+    return metrics

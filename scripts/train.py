@@ -24,7 +24,7 @@ from dtbt_tf.config import LOSSES, TRAIN_PRESETS, LossConfig  # noqa: E402  (lig
 
 
 def parse_args(argv=None):
-    from dtbt_tf.training import DEFAULT_SEQ_HOP, STRATEGIES
+    from dtbt_tf.training import DEFAULT_SEQ_HOP, SCHEDULES, STRATEGIES
 
     q = TRAIN_PRESETS["quick"]
     doc = __doc__.format(epochs=q.epochs, hop=DEFAULT_SEQ_HOP, hop_s=DEFAULT_SEQ_HOP * 0.02, batch=q.batch_size)
@@ -45,6 +45,8 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     p.add_argument("--batch-size", type=int, default=None, help="global batch size; default: the preset's")
     p.add_argument("--lr", type=float, default=None, help="Adam learning rate; default: the preset's")
+    p.add_argument("--schedule", choices=SCHEDULES, default="cosine",
+                   help="learning rate: constant, or cosine decay to 5%% of --lr over the run; default cosine")
     p.add_argument("--seq-hop", type=int, default=None,
                    help=f"feature frames between training windows of 250 frames; default {DEFAULT_SEQ_HOP}")
     p.add_argument("--w-dmotp", type=float, default=d.w_dmotp,
@@ -70,7 +72,8 @@ def parse_args(argv=None):
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (its saved configs are used; only "
                         "--epochs may change)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data order, initialisation and synthetic set")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of initialisation and data order (the synthetic set keeps its seed 0); default 0")
     return p.parse_args(argv)
 
 
@@ -84,7 +87,7 @@ def main(argv=None) -> int:
             raise ConfigError("--resume needs --out (the run folder to continue)")
         settings = TrainSettings.from_preset(
             args.preset, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seq_hop=args.seq_hop,
-            seed=args.seed, strategy=args.strategy, mixed_precision=args.mixed_precision,
+            schedule=args.schedule, seed=args.seed, strategy=args.strategy, mixed_precision=args.mixed_precision,
             jit_compile=args.jit_compile, threshold=args.threshold)
         loss_cfg = LossConfig(name=args.loss, w_dmotp=args.w_dmotp, w_dmota=args.w_dmota,
                               w_activity=args.w_activity, hard_gate=args.hard_gate,
@@ -94,7 +97,7 @@ def main(argv=None) -> int:
         train(data=args.data, fmt=args.fmt, loss_cfg=loss_cfg, hnet=args.hnet, n_max=args.n_max,
               settings=settings, out=args.out, resume=args.resume, doanet_cfg=doanet_cfg)
     except (ConfigError, ValueError, OSError) as e:  # DataError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}", file=sys.stderr)
         return 2
     return 0
 

@@ -52,3 +52,37 @@ def test_cli_bad_input_is_one_line_exit_2(setup):
     assert not any(line.startswith("Traceback") for line in lines)
     proc = _run(["--data", str(base / "missing"), "--hnet", hnet, "--out", str(base / "bad2")], cwd=base)
     assert proc.returncode == 2 and "missing: data folder not found" in proc.stderr
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def test_cli_multiworker_two_workers(setup):
+    """--strategy multiworker: two local worker processes configured by TF_CONFIG train one model together;
+    only the chief (worker 0) writes the run folder."""
+    base, root, hnet = setup
+    out = base / "mw_run"
+    workers = [f"localhost:{p}" for p in _free_ports(2)]
+    args = [sys.executable, os.path.join(REPO, "scripts", "train.py"), "--strategy", "multiworker", "--data", root,
+            "--hnet", hnet, "--epochs", "1", "--batch-size", "4", "--seq-hop", "50", "--out", str(out), *SMALL]
+    procs = []
+    for i in range(2):
+        tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": i}})
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", TF_CONFIG=tf_config)
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                      cwd=base))
+    results = [p.communicate(timeout=600) for p in procs]
+    for p, (_, err) in zip(procs, results):
+        assert p.returncode == 0, err[-3000:]
+    assert "LE (deg)" in results[0][0] and "LE (deg)" not in results[1][0]  # the chief evaluates and reports
+    for name in ("run_config.json", "best.keras", "ckpt", "test_metrics.json", "export"):
+        assert (out / name).exists(), name
