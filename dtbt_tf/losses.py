@@ -155,7 +155,7 @@ def loss_terms(outputs, labels, hnet, loss_cfg: LossConfig) -> dict:
     paper) or, with ``'labels'``, the reference activity carried to the regressors by the exact assignment
     on D; pit always uses its exact assignment.
     """
-    doa, ref_doa, active = outputs["doa"], labels["doa"], labels["active"]
+    doa, ref_doa, active = _f32(outputs["doa"]), labels["doa"], labels["active"]
     name = loss_cfg.name
     if name == "mse":
         mse = mse_loss(doa, ref_doa, active)

@@ -86,3 +86,14 @@ def test_cli_multiworker_two_workers(setup):
     assert "LE (deg)" in results[0][0] and "LE (deg)" not in results[1][0]  # the chief evaluates and reports
     for name in ("run_config.json", "best.keras", "ckpt", "test_metrics.json", "export"):
         assert (out / name).exists(), name
+
+
+def test_cli_mixed_precision(setup):
+    base, root, hnet = setup
+    out = base / "mp_run"
+    proc = _run(["--mixed-precision", "--data", root, "--hnet", hnet, "--epochs", "1", "--batch-size", "2",
+                 "--seq-hop", "50", "--out", str(out), *SMALL], cwd=base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["train"]["mixed_precision"] is True
+    assert set(json.loads((out / "test_metrics.json").read_text())) == set(METRIC_KEYS)

@@ -74,7 +74,8 @@ def build_doanet(cfg: DoanetConfig, norm_mean=None, norm_std=None, name: str = "
                               f"got mean {mean.shape}, std {std.shape}")
         if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
             raise ConfigError("normalisation statistics must be finite with std > 0")
-        x = keras.layers.Normalization(axis=(-2, -1), mean=mean, variance=np.square(std), name="normalization")(x)
+        x = keras.layers.Normalization(axis=(-2, -1), mean=mean, variance=np.square(std), dtype="float32",
+                                       name="normalization")(x)
 
     for k, (tp, fp) in enumerate(cfg.pool_sizes):
         x = keras.layers.Conv2D(cfg.conv_filters, 3, padding="same", use_bias=False, name=f"conv{k}")(x)
@@ -101,8 +102,9 @@ def build_doanet(cfg: DoanetConfig, norm_mean=None, norm_std=None, name: str = "
                 h = keras.layers.Dropout(cfg.dropout, name=f"{prefix}_dropout{k}")(h)
         return h
 
-    doa = keras.layers.Dense(3 * cfg.n_max, activation="tanh", name="doa_out")(head(x, "doa"))
-    doa = keras.layers.Reshape((-1, cfg.n_max, 3), name="doa_slots")(doa)
-    doa = keras.layers.UnitNormalization(axis=-1, name="doa")(doa)
-    activity = keras.layers.Dense(cfg.n_max, activation="sigmoid", name="activity")(head(x, "act"))
+    # output layers in float32 whatever the global dtype policy (mixed precision keeps them exact)
+    doa = keras.layers.Dense(3 * cfg.n_max, activation="tanh", dtype="float32", name="doa_out")(head(x, "doa"))
+    doa = keras.layers.Reshape((-1, cfg.n_max, 3), dtype="float32", name="doa_slots")(doa)
+    doa = keras.layers.UnitNormalization(axis=-1, dtype="float32", name="doa")(doa)
+    activity = keras.layers.Dense(cfg.n_max, activation="sigmoid", dtype="float32", name="activity")(head(x, "act"))
     return keras.Model(inputs, {"doa": doa, "activity": activity}, name=name)
