@@ -133,6 +133,16 @@ def pit_mse(doa, ref_doa, A_exact):
     return tf.math.divide_no_nan(tf.reduce_sum(A * sq, axis=[1, 2, 3]), tf.reduce_sum(A, axis=[1, 2, 3]))
 
 
+def pit_loss(doa, activity, ref_doa, ref_active, D=None) -> dict:
+    """The ``pit`` baseline per sequence: exact assignment on D (no gradient through it), MSE of the assigned
+    pairs (:func:`pit_mse`) and activity BCE against 'regressor is assigned' -> {"mse": (B,), "activity": (B,)}.
+    D: the distance matrix if already built."""
+    D = distance_matrix(_f32(doa), ref_doa, ref_active) if D is None else D
+    A = exact_assignment(D, ref_active)
+    return {"mse": pit_mse(doa, ref_doa, A),
+            "activity": activity_bce(activity, activity_target_from_association(A, ref_active))}
+
+
 def term_names(loss_cfg: LossConfig) -> tuple[str, ...]:
     """Names of the per-sequence terms :func:`loss_terms` returns for this loss, "loss" (the total) first."""
     return {
@@ -162,10 +172,8 @@ def loss_terms(outputs, labels, hnet, loss_cfg: LossConfig) -> dict:
         return {"loss": loss_cfg.w_dmotp * mse, "mse": mse}
     D = distance_matrix(doa, ref_doa, active)
     if name == "pit":
-        A = exact_assignment(D, active)
-        mse = pit_mse(doa, ref_doa, A)
-        act = activity_bce(outputs["activity"], activity_target_from_association(A, active))
-        return {"loss": loss_cfg.w_dmotp * mse + loss_cfg.w_activity * act, "mse": mse, "activity": act}
+        t = pit_loss(doa, outputs["activity"], ref_doa, active, D)
+        return {"loss": loss_cfg.w_dmotp * t["mse"] + loss_cfg.w_activity * t["activity"], **t}
     if hnet is None:
         raise ValueError(f"loss {name!r} needs an Hnet")
     A = masked_association(apply_hnet(hnet, D), active, loss_cfg.hard_gate)

@@ -161,6 +161,10 @@ def test_mse_uses_slot_order_and_pit_is_permutation_invariant():
     tgt = losses.activity_target_from_association(A, labels["active"]).numpy()
     np.testing.assert_array_equal(tgt[0], np.tile([[0.0, 1.0]], (6, 1)))  # slot 0's reference sits in row 1
     np.testing.assert_array_equal(tgt[1], 1.0)
+    act = np.where(tgt > 0, 0.9, 0.1).astype(np.float32)
+    t = losses.pit_loss(swapped, act, labels["doa"], labels["active"])
+    np.testing.assert_allclose(t["mse"], 0.0, atol=1e-7)
+    np.testing.assert_allclose(t["activity"], -np.log(0.9), rtol=1e-5)
 
 
 def test_activity_bce_and_both_activity_targets():
