@@ -50,6 +50,7 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=12, help="epochs per run (same for every loss); default 12")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hnet", default=None, help="Hnet folder for every run; default saved_models/hnet_n2")
     p.add_argument("--runs", default=os.path.join("runs", "table1"), help="where the runs live")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table section")
     return p.parse_args(argv)
@@ -68,8 +69,8 @@ def _run_one(loss, data_root, args, run_dir):
         spent = json.load(open(time_path))["seconds"] if os.path.isfile(time_path) else 0.0
         settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         t0 = time.perf_counter()
-        train(data=data_root, fmt=args.fmt, loss_cfg=LossConfig(name=loss), settings=settings, out=run_dir,
-              resume=resume, verbose=2)
+        train(data=data_root, fmt=args.fmt, loss_cfg=LossConfig(name=loss), hnet=args.hnet, settings=settings,
+              out=run_dir, resume=resume, verbose=2)
         from dtbt_tf.config import atomic_write_text
 
         atomic_write_text(time_path, json.dumps({"seconds": spent + time.perf_counter() - t0}))
@@ -141,7 +142,7 @@ def _write_outputs(no_readme: bool):
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
-    from dtbt_tf.config import ConfigError, atomic_write_text
+    from dtbt_tf.config import ConfigError
     from dtbt_tf.data.dcase import DataError
 
     losses = tuple(args.losses or (AUG_LOSSES if args.augment else BASE_LOSSES))
@@ -157,28 +158,34 @@ def main(argv=None) -> int:
             aug_root = os.path.normpath(data_root) + f"_aug{args.factor}"
             augment_dataset(data_root, aug_root, factor=args.factor, seed=args.seed)
             data_root = aug_root
-        rows = []
-        for loss in losses:
+        for loss in losses:  # results are saved after every run, so a killed job keeps what it finished
             run_dir = os.path.join(args.runs, f"{args.fmt}{'_aug' if args.augment else ''}", loss)
-            rows.append(_run_one(loss, data_root, args, run_dir))
+            _save_row(_run_one(loss, data_root, args, run_dir), data_root, args)
     except (ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    _write_outputs(args.no_readme)
+    return 0
+
+
+def _save_row(row: dict, data_root: str, args) -> None:
+    """Merge one finished run into benchmarks/results/table1_<format>.json."""
+    from dtbt_tf.config import atomic_write_text
+
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"table1_{args.fmt}.json")
     existing = json.load(open(path)) if os.path.isfile(path) else {}
     key = "aug" if args.augment else "base"
     old = {r["loss"]: r for r in existing.get(key, [])}
-    old.update({r["loss"]: r for r in rows})
+    old[row["loss"]] = row
     order = AUG_LOSSES if args.augment else BASE_LOSSES
     existing[key] = [old[l] for l in order if l in old]
     existing.setdefault("settings", {})[key] = {
-        "data": data_root, "epochs": args.epochs, "batch_size": args.batch_size, "seed": args.seed,
+        "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "epochs": args.epochs,
+        "batch_size": args.batch_size, "seed": args.seed,
         "factor": args.factor if args.augment else None,
         "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine()}
     atomic_write_text(path, json.dumps(existing, indent=2) + "\n")
-    _write_outputs(args.no_readme)
-    return 0
 
 
 if __name__ == "__main__":
