@@ -477,16 +477,16 @@ def model_card(info: dict) -> str:
         f"({100 * cfg['continuous_fraction']:.0f}%);",
         f"  every (number of predictions, number of references) in 0..{n} equally, active slots at random",
         f"  positions, padded entries uniform in [{PAD_RANGE[0]:g}, {PAD_RANGE[1]:g}]"
-        + (f"; plus {100 * cfg.get('training_layout_fraction', 0):.0f}% of the matrices in the DOAnet training "
-           "layout." if cfg.get("training_layout_fraction") else "."),
+        + (f"; {100 * cfg.get('training_layout_fraction', 0):.0f}% of the matrices are in the DOAnet training "
+           "layout instead." if cfg.get("training_layout_fraction") else "."),
         "- Targets: exact minimum-cost association on the active block (equal to scipy's Hungarian) and its",
         "  row/column maxima; loss = weighted sum of three BCEs, weights "
         f"{', '.join(f'{w:g}' for w in cfg['loss_weights'])}.",
         f"- Adam, batch {cfg['batch_size']}, {cfg['epochs']} epochs, peak learning rate {cfg['lr']:g} "
         f"(warm-up {cfg['warmup_epochs']:g} epoch, cosine decay to {cfg['final_lr_fraction']:g} x peak)"
         + (f", starting from `{cfg['init_from']}`" if cfg.get("init_from") else "") + ".",
-        f"- Training time: {info['train_seconds'] / 60:.1f} min on {info.get('hardware', 'CPU')}; "
-        f"best epoch by validation F1.",
+        f"- Training time: {info['train_seconds'] / 60:.1f} min on {info.get('hardware', 'CPU')}"
+        f"{' (all stages)' if info.get('stages') else ''}; best epoch by validation F1.",
         "",
         "## Accuracy against the exact Hungarian association",
         f"Fresh matrices ({info['eval_size']} per row, seeds never used in training), threshold 0.5.",
@@ -504,6 +504,9 @@ def model_card(info: dict) -> str:
     for name, m in info["metrics"].items():
         lines.append(f"| {name} | {100 * m['f1']:.3f}% | {100 * m['exact_match']:.3f}% | "
                      f"{100 * m['optimal_match']:.3f}% | {100 * m['exact_match_away_from_ties']:.3f}% | {100 * m['near_tie_fraction']:.2f}% |")
+    if info.get("stages"):
+        lines += ["", "## Training stages"]
+        lines += [f"- {st['what']}: {st['epochs']} epochs, {st['seconds'] / 60:.1f} min" for st in info["stages"]]
     lines += ["", "## Reproduce", "```", info["command"], "```", ""]
     return "\n".join(lines)
 
