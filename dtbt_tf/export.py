@@ -36,7 +36,7 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, atomic_write_text, to_dict
+from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, LossConfig, atomic_write_text, from_dict, to_dict
 from dtbt_tf.features import extract_features
 from dtbt_tf.inference import CONFIG_FILE, WINDOW_FRAMES, tflite_sidecar_path
 
@@ -84,15 +84,19 @@ def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
 
 
 def provenance(run_dir_or_model) -> dict:
-    """Where an exported model came from: {"source_run": run folder or .keras file, "data_root": the DCASE root
-    its training data was extracted from (when the run's data manifest names one)}; {} for an in-memory model."""
+    """Where an exported model came from: {"source_run": run folder or .keras file, "uses_activity": whether its
+    loss trained the activity head (False for mse / dmotp: every slot then always counts), "data_root": the DCASE
+    root its training data was extracted from (when the run's data manifest names one)}; {} for an in-memory
+    model."""
     if not isinstance(run_dir_or_model, (str, os.PathLike)):
         return {}
     path = os.path.abspath(os.fspath(run_dir_or_model))
     out = {"source_run": path}
     try:
         with open(os.path.join(path, "run_config.json")) as f:
-            data_dir = json.load(f)["data_dir"]
+            run = json.load(f)
+        out["uses_activity"] = from_dict(LossConfig, run["loss_config"]).uses_activity
+        data_dir = run["data_dir"]
         with open(os.path.join(data_dir, "manifest.json")) as f:
             out["data_root"] = json.load(f)["source"]["root"]
     except (OSError, KeyError, TypeError, ValueError):

@@ -125,6 +125,8 @@ class LoadedModel:
 
     input_kind: 'features' (x = (B, window_frames, 64, C) raw features) or 'audio'
     (x = (B, window_frames * hop_length, 4)); max_batch: windows per call (1 for TFLite); source: the path loaded.
+    uses_activity: False for models trained without the activity loss; ``predict`` then reports activity 1 for
+    every slot (the paper: without an activity branch every regressor always counts).
     """
 
     predict: object
@@ -134,6 +136,7 @@ class LoadedModel:
     window_frames: int = WINDOW_FRAMES
     max_batch: int = 16
     source: str = ""
+    uses_activity: bool = True  # False: the activity head was not trained (mse, dmotp), every slot counts
 
 
 def _read_sidecar(path: str) -> dict:
@@ -198,7 +201,8 @@ def _load_tflite(path: str, num_threads: int | None) -> LoadedModel:
         interp.invoke()
         return interp.get_tensor(doa_idx).copy(), interp.get_tensor(act_idx).copy()
 
-    return LoadedModel(predict, cfg, int(outs[3]["shape"][-1]), kind, window, 1, path)
+    return LoadedModel(predict, cfg, int(outs[3]["shape"][-1]), kind, window, 1, path,
+                       info.get("uses_activity", True))
 
 
 def saved_model_version_dir(path: str) -> str:
@@ -228,7 +232,7 @@ def _load_saved_model(path: str) -> LoadedModel:
         return out["doa"].numpy(), out["activity"].numpy()
 
     predict.keep_alive = loaded  # the signature needs its object alive
-    return LoadedModel(predict, cfg, n_max, "features", cfg.seq_frames, 16, vdir)
+    return LoadedModel(predict, cfg, n_max, "features", cfg.seq_frames, 16, vdir, info.get("uses_activity", True))
 
 
 def _load_run_dir(path: str) -> LoadedModel:
@@ -236,14 +240,15 @@ def _load_run_dir(path: str) -> LoadedModel:
 
     from dtbt_tf.training import load_trained
 
-    model, feature_cfg, doanet_cfg, _ = load_trained(path)
+    model, feature_cfg, doanet_cfg, loss_cfg = load_trained(path)
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def predict(x):
         out = fn(tf.constant(x, tf.float32))
         return out["doa"].numpy(), out["activity"].numpy()
 
-    return LoadedModel(predict, feature_cfg, doanet_cfg.n_max, "features", feature_cfg.seq_frames, 16, path)
+    return LoadedModel(predict, feature_cfg, doanet_cfg.n_max, "features", feature_cfg.seq_frames, 16, path,
+                       loss_cfg.uses_activity)
 
 
 def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
@@ -255,12 +260,22 @@ def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
     if path.endswith(".tflite"):
         if not os.path.isfile(path):
             raise ConfigError(f"{path}: file not found")
-        return _load_tflite(path, num_threads)
-    if not os.path.isdir(path):
+        model = _load_tflite(path, num_threads)
+    elif not os.path.isdir(path):
         raise ConfigError(f"{path}: not a .tflite file or a model folder")
-    if os.path.isfile(os.path.join(path, "run_config.json")):
-        return _load_run_dir(path)
-    return _load_saved_model(path)
+    elif os.path.isfile(os.path.join(path, "run_config.json")):
+        model = _load_run_dir(path)
+    else:
+        model = _load_saved_model(path)
+    if not model.uses_activity:
+        predict = model.predict
+
+        def every_slot(x):
+            doa, act = predict(x)
+            return doa, np.ones_like(act)
+
+        model = dataclasses.replace(model, predict=every_slot)
+    return model
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ Run folder layout (``out``)::
     val_tracks.png      the latest of those images
     predictions/        DCASE CSVs of the test split (frame, 0, slot, azimuth, elevation)
     test_metrics.json   metrics of the test split (dtbt_tf.metrics.METRIC_KEYS)
-    export/             SavedModel, serving_default: features (B, T, 64, C) -> doa, activity
+    export/1/           SavedModel (TF Serving layout): serving_default features (B, T, 64, C) and from_audio
+                        audio (B, samples, 4) -> doa, activity (dtbt_tf.export)
 """
 from __future__ import annotations
 
@@ -374,28 +375,6 @@ def _checkpoint(run_dir, doanet, optimizer, chief):
     return ckpt, tf.train.CheckpointManager(ckpt, directory, max_to_keep=2)
 
 
-def export_saved_model(model: keras.Model, out_dir: str, n_channels: int, n_mels: int = 64) -> str:
-    """A plain SavedModel of DOAnet: ``serving_default`` takes ``features`` float32 (batch, T, n_mels, C) (T a
-    multiple of 5, raw features: the normalisation is inside) and returns ``doa`` and ``activity``.
-    Written to a temporary folder and renamed. Returns out_dir."""
-    module = tf.Module()
-    module.model = model
-
-    @tf.function(input_signature=[tf.TensorSpec([None, None, n_mels, n_channels], tf.float32, name="features")],
-                 autograph=False)
-    def serve(features):
-        out = model(features, training=False)
-        return {"doa": out["doa"], "activity": out["activity"]}
-
-    module.serve = serve
-    tmp = f"{out_dir.rstrip(os.sep)}.tmp{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tf.saved_model.save(module, tmp, signatures={"serving_default": serve})
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
-    return out_dir
-
-
 def load_trained(run_dir: str):
     """(DOAnet keras.Model from best.keras, FeatureConfig, DoanetConfig, LossConfig) of a training run folder."""
     cfg = load_json(os.path.join(run_dir, RUN_CONFIG))
@@ -595,6 +574,8 @@ def _finish(out: str, run: _Run, threshold, best_epoch: int, log) -> dict:
     os.replace(tmp_dir, pred_dir)
     atomic_write_text(os.path.join(out, "test_metrics.json"), metrics_to_json(metrics))
     log(f"test split ({run.loss_cfg.name}, best epoch {best_epoch}):\n{format_table(metrics)}")
-    export_saved_model(best, os.path.join(out, "export"), run.feature_cfg.n_channels, run.feature_cfg.n_mels)
+    from dtbt_tf.export import export_saved_model  # TF Serving layout export/1/: serving_default + from_audio
+
+    export_saved_model(out, os.path.join(out, "export"), version=1, overwrite=True)
     log(f"run folder: {out} (best.keras, export/, predictions/, tb/)")
     return metrics

@@ -151,3 +151,24 @@ def test_plot_tracks_writes_png(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert os.listdir(tmp_path) == ["p.png"]
+
+
+def test_models_without_activity_loss_count_every_slot(models, tmp_path):
+    """A run trained with mse / dmotp has an untrained activity head: loading it (run folder or its export)
+    reports activity 1 for every slot, so every regressor always counts."""
+    model, _, _, _ = models
+    run = tmp_path / "run_mse"
+    run.mkdir()
+    model.save(str(run / "best.keras"))
+    _, dcfg = tiny_doanet("foa", seed=1)
+    save_json({"feature_config": FeatureConfig(fmt="foa"), "doanet_config": dcfg,
+               "loss_config": LossConfig(name="mse"), "data_dir": str(tmp_path)}, str(run / "run_config.json"))
+    export_saved_model(str(run), str(tmp_path / "sm_mse"), version=1)
+    audio = noise(5.0, 3)
+    for path in (str(run), str(tmp_path / "sm_mse")):
+        loaded = load_model(path)
+        assert not loaded.uses_activity
+        _, act = localize(audio, loaded)
+        assert act.shape == (50, 2) and np.all(act == 1.0)
+    _, act = localize(audio, load_model(str(models[3])))  # the `full` run keeps its activity outputs
+    assert not np.all(act == 1.0)

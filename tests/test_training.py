@@ -182,7 +182,7 @@ def _tags(folder):
 
 def test_run_folder_layout(run, tiny):
     out, res = run
-    for name in ("run_config.json", "best.keras", "ckpt/checkpoint", "test_metrics.json", "export/saved_model.pb",
+    for name in ("run_config.json", "best.keras", "ckpt/checkpoint", "test_metrics.json", "export/1/saved_model.pb",
                  "predictions/fold1_room1_mix001_ov1.csv", "val_tracks.png"):
         assert os.path.exists(os.path.join(out, name)), name
     assert os.listdir(os.path.join(out, "predictions")) == ["fold1_room1_mix001_ov1.csv"]  # the test split
@@ -202,7 +202,9 @@ def test_load_trained_and_export_agree(run):
     assert (fcfg.fmt, dcfg.conv_filters, lcfg.name) == ("foa", 8, "full")
     assert model.get_layer("normalization") is not None
     x = np.random.default_rng(0).normal(-20, 10, (1, 75, 64, 7)).astype(np.float32)
-    serve = tf.saved_model.load(os.path.join(out, "export")).signatures["serving_default"]
+    loaded = tf.saved_model.load(os.path.join(out, "export", "1"))
+    assert {"serving_default", "from_audio"} <= set(loaded.signatures)
+    serve = loaded.signatures["serving_default"]
     got = serve(features=tf.constant(x))
     ref = model(x)
     for k in ("doa", "activity"):
