@@ -212,7 +212,7 @@ def test_small_training_run_learns_and_resumes(tmp_path):
     assert all(0 <= h["val_association_exact_match"] <= 1 for h in info["history"])
     fresh = make_hnet_data(2, 2000, seed=99)
     pred = model.predict(fresh["distance"], verbose=0)["association"]
-    # measured 0.82; an untrained model scores 0.56 (all-zero output is right only where nothing is active)
+    # measured 0.82; an all-zero output scores 0.56 (right only where nothing is active)
     assert association_scores(pred, fresh["association"])["exact_match"] >= 0.78
     with pytest.raises(ValueError, match="different config"):
         train_hnet(HnetTrainConfig(**{**cfg.__dict__, "lr": 1e-3}), tmp_path / "run",
