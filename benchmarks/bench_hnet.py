@@ -46,7 +46,7 @@ def _bench_n(n, count, repeats):
         for b in batches:
             sig(distance=b)["association"].numpy()
 
-    exact = tf.function(lambda d: exact_association_tf(d))
+    exact = tf.function(exact_association_tf)
 
     def brute():
         for b in batches:
@@ -70,7 +70,7 @@ def _bench_n(n, count, repeats):
         "hnet_vs_scipy_loop": round(t_scipy / t_hnet, 2),
         "exact_tf_matrices_per_s": round(count / t_brute),
         "train_minutes": round(info["train_seconds"] / 60, 1),
-        "train_epochs": info["config"]["epochs"],
+        "train_epochs": sum(st["epochs"] for st in info.get("stages", [])) or info["config"]["epochs"],
         "minutes_to_val_exact_99": minutes_to(0.99),
         "minutes_to_val_exact_99_5": minutes_to(0.995),
         "exact_match_training_continuous_pct": round(100 * m["training/continuous"]["exact_match"], 2),
