@@ -91,7 +91,8 @@ def run(quick: bool = False) -> dict:
              "linear_sum_assignment on each active block; exact_tf = dtbt_tf.association.exact_association_tf "
              "(brute force over N! permutations, batch 4096). Medians of repeats in one process. Training time and "
              "exact match (against the Hungarian association, fresh matrices) from saved_models/hnet_n{N}/"
-             "hnet_config.json, written by scripts/train_hnet.py (minutes_to_*: first epoch whose validation exact match, "
+             "hnet_config.json, written by scripts/train_hnet.py (minutes_to_*: first epoch whose validation "
+             "exact match, "
              "generator layout, reached the level); CPU shared with other jobs.")
     return {"name": "hnet", "rows": rows, "notes": notes}
 

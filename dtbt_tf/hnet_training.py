@@ -503,7 +503,8 @@ def model_card(info: dict) -> str:
     ]
     for name, m in info["metrics"].items():
         lines.append(f"| {name} | {100 * m['f1']:.3f}% | {100 * m['exact_match']:.3f}% | "
-                     f"{100 * m['optimal_match']:.3f}% | {100 * m['exact_match_away_from_ties']:.3f}% | {100 * m['near_tie_fraction']:.2f}% |")
+                     f"{100 * m['optimal_match']:.3f}% | {100 * m['exact_match_away_from_ties']:.3f}% | "
+                     f"{100 * m['near_tie_fraction']:.2f}% |")
     if info.get("stages"):
         lines += ["", "## Training stages"]
         lines += [f"- {st['what']}: {st['epochs']} epochs, {st['seconds'] / 60:.1f} min" for st in info["stages"]]

@@ -9,9 +9,9 @@ the first rows know nothing of the later ones except through the attention, whos
 that model sat at ~75% exact match (training layout, continuous directions) after 1M training matrices,
 while the bidirectional one reached ~97% after 0.6M. ``bidirectional=False`` builds the paper's version.
 
-Entries of D above ``clip_distance`` can only be padding (unit-vector distances are <= 2), so D is clipped there first: the
-network then sees every padding value (random in [4, 20] during Hnet training, the constant 10 of DOAnet
-training) as the same number.
+Entries of D above ``clip_distance`` can only be padding (unit-vector distances are <= 2), so D is clipped
+there first: the network then sees every padding value (random in [4, 20] during Hnet training, the constant
+10 of DOAnet training) as the same number.
 """
 from __future__ import annotations
 
