@@ -307,7 +307,8 @@ def quantization_report(tflite_paths: dict, data_root: str, split: str = "test",
     {variant: METRIC_KEYS dict}, "delta": {variant: {key: value - baseline value}}} (deltas for LE in degrees).
     """
     from dtbt_tf.data.dcase import discover, load_audio, read_metadata, split_recordings
-    from dtbt_tf.inference import features_numpy, load_model, localize
+    from dtbt_tf.features_numpy import features_numpy
+    from dtbt_tf.inference import load_model, localize
     from dtbt_tf.metrics import compute_metrics, tracks_from_metadata, tracks_from_outputs
 
     if baseline not in tflite_paths:

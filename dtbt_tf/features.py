@@ -33,11 +33,8 @@ import numpy as np
 import tensorflow as tf
 
 from dtbt_tf.config import FeatureConfig
+from dtbt_tf.features_numpy import INTENSITY_EPS, LOG_FLOOR, MIC_PAIRS, N_AUDIO_CHANNELS, stft_window
 
-N_AUDIO_CHANNELS = 4
-LOG_FLOOR = 1e-10  # power floor before 10*log10
-INTENSITY_EPS = 1e-8  # added to the intensity normaliser
-MIC_PAIRS = ((0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3))
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,15 +43,6 @@ def mel_matrix(sample_rate: int, n_fft: int, n_mels: int) -> np.ndarray:
     import librosa  # only needed to build the constant once
 
     return np.ascontiguousarray(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels).T, dtype=np.float32)
-
-
-def stft_window(cfg: FeatureConfig) -> np.ndarray:
-    """Periodic Hann window of ``win_length`` samples centred in ``n_fft`` zeros: (n_fft,) float32."""
-    n = np.arange(cfg.win_length)
-    window = np.zeros(cfg.n_fft, np.float32)
-    left = (cfg.n_fft - cfg.win_length) // 2
-    window[left : left + cfg.win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / cfg.win_length)
-    return window
 
 
 @functools.lru_cache(maxsize=None)

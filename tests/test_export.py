@@ -15,7 +15,8 @@ from dtbt_tf.data.dcase import Metadata, format_name, write_audio, write_metadat
 from dtbt_tf.export import (export_saved_model, export_tflite, fixed_shape_copy, quantization_report,
                             tflite_op_names)
 from dtbt_tf.features import extract_features
-from dtbt_tf.inference import features_numpy, load_model, tflite_sidecar_path
+from dtbt_tf.features_numpy import features_numpy
+from dtbt_tf.inference import load_model, tflite_sidecar_path
 
 WINDOW = 50  # feature frames per TFLite window in these tests (10 label frames)
 # Parity tolerances vs the Keras/SavedModel outputs on the same window (max abs difference; DOAs are unit vectors,

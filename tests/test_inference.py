@@ -10,7 +10,8 @@ from dtbt_tf.config import ConfigError, FeatureConfig, LossConfig, save_json
 from dtbt_tf.data.dcase import Metadata
 from dtbt_tf.export import export_saved_model, export_tflite
 from dtbt_tf.features import extract_features, mel_matrix
-from dtbt_tf.inference import (LoadedModel, features_numpy, load_model, localize, mel_filterbank,
+from dtbt_tf.features_numpy import features_numpy, mel_filterbank
+from dtbt_tf.inference import (LoadedModel, load_model, localize,
                                outputs_to_metadata, plot_tracks, saved_model_version_dir, tflite_sidecar_path,
                                window_plan)
 from test_export import noise, tiny_doanet
