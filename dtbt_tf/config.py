@@ -8,10 +8,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Type, TypeVar
 
 FORMATS = ("foa", "mic")
+FORMAT_CHANNELS = {"foa": 7, "mic": 10}  # feature channels: 4 log-mel + 3 intensity (FOA) / 6 GCC-PHAT (MIC)
 PAD_VALUE = 10.0  # coordinate of the padding DOA vector (10, 10, 10) for inactive slots / padded D entries
 
 T = TypeVar("T")
@@ -19,6 +20,12 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A configuration is invalid or does not match the data/model it is used with."""
+
+
+def check_format(fmt: str) -> None:
+    """ConfigError unless ``fmt`` is one of :data:`FORMATS`."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
 @dataclass(frozen=True)
@@ -35,14 +42,14 @@ class FeatureConfig:
     seq_frames: int = 250  # feature frames per training sequence (= 50 label frames)
 
     def __post_init__(self):
-        if self.fmt not in FORMATS:
-            raise ConfigError(f"unknown format {self.fmt!r}; expected one of {FORMATS}")
+        check_format(self.fmt)
         if self.seq_frames % self.label_hop_frames:
-            raise ConfigError(f"seq_frames={self.seq_frames} is not a multiple of label_hop_frames={self.label_hop_frames}")
+            raise ConfigError(f"seq_frames={self.seq_frames} is not a multiple of "
+                              f"label_hop_frames={self.label_hop_frames}")
 
     @property
     def n_channels(self) -> int:
-        return 7 if self.fmt == "foa" else 10
+        return FORMAT_CHANNELS[self.fmt]
 
     @property
     def label_hop_seconds(self) -> float:
@@ -67,15 +74,14 @@ class DoanetConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        if self.fmt not in FORMATS:
-            raise ConfigError(f"unknown format {self.fmt!r}; expected one of {FORMATS}")
+        check_format(self.fmt)
         if self.n_max < 1:
             raise ConfigError(f"n_max must be >= 1, got {self.n_max}")
         object.__setattr__(self, "pool_sizes", tuple(tuple(p) for p in self.pool_sizes))
 
     @property
     def n_channels(self) -> int:
-        return 7 if self.fmt == "foa" else 10
+        return FORMAT_CHANNELS[self.fmt]
 
     @property
     def time_pool(self) -> int:
