@@ -72,18 +72,22 @@ def _random_subset_mask(rng: np.random.Generator, counts: np.ndarray, n: int) ->
 
 
 def make_hnet_data(n_max: int, size: int, seed: int, layout: str = "generator", directions: str = "grid",
-                   continuous_fraction: float = 0.0, pad_range=PAD_RANGE) -> dict:
+                   continuous_fraction: float = 0.0, pad_range=PAD_RANGE, max_margin: float | None = None) -> dict:
     """Seeded, vectorised Hnet data set.
 
     Returns a dict of NumPy arrays: distance (size, N, N) float32, association (size, N, N) float32 0/1,
     row_active / col_active (size, N) bool. "generator": (n_pred, n_ref) cycles through all (N + 1)^2 pairs
     equally, padded entries uniform in pad_range; "training": n_pred = N, n_ref cycles through 0..N,
-    padded entries = PAD_VALUE.
+    padded entries = PAD_VALUE. max_margin: keep only hard matrices, whose second-best association costs
+    less than max_margin more than the best (see :func:`association_margin`), drawn by rejection.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
+    if max_margin is not None:
+        return _make_hard_data(n_max, size, seed, max_margin, layout=layout, directions=directions,
+                               continuous_fraction=continuous_fraction, pad_range=pad_range)
     rng = np.random.default_rng(seed)
     if layout == "generator":
         pairs = np.array([(p, r) for p in range(n_max + 1) for r in range(n_max + 1)])
@@ -101,6 +105,23 @@ def make_hnet_data(n_max: int, size: int, seed: int, layout: str = "generator", 
     D = distance_matrix(pred, ref, col_active, row_active, pad_value=pad)
     A = exact_association_tf(D, row_active, col_active)
     return {"distance": D.numpy(), "association": A.numpy(), "row_active": row_active, "col_active": col_active}
+
+
+def _make_hard_data(n_max: int, size: int, seed: int, max_margin: float, **kwargs) -> dict:
+    """Rejection sampling for make_hnet_data(max_margin=...): chunks of fresh matrices (seeds derived from
+    seed), keeping those with margin < max_margin, until size are found."""
+    if not max_margin > 0:
+        raise ValueError(f"max_margin must be > 0, got {max_margin!r}")
+    parts, found, chunk = [], 0, 0
+    while found < size:
+        chunk += 1
+        if chunk > 1000:
+            raise ValueError(f"too few matrices with association margin < {max_margin} (found {found} of {size})")
+        data = make_hnet_data(n_max, max(4 * (size - found), 10_000), seed * 7919 + chunk, **kwargs)
+        keep = association_margin(data["distance"], data["row_active"], data["col_active"]) < max_margin
+        parts.append({k: v[keep] for k, v in data.items()})
+        found += int(keep.sum())
+    return {k: np.concatenate([p[k] for p in parts])[:size] for k in parts[0]}
 
 
 def targets(association: np.ndarray) -> dict:
@@ -238,9 +259,15 @@ class HnetTrainConfig:
     final_lr_fraction: float = 0.002  # cosine decays to lr * this
     loss_weights: tuple = (1.0, 1.0, 1.0)  # association, row_max, col_max
     units: int = 128
-    bidirectional: bool = True  # see dtbt_tf.models.hnet: the one-way GRU of the paper learns far slower
+    # architecture options of build_hnet (see dtbt_tf.models.hnet for what each deviation from the paper buys)
+    bidirectional: bool = True
+    relative_inputs: bool = True
+    input_scale: float = 10.0
+    head_layers: int = 1
     continuous_fraction: float = 0.1  # share of training matrices with continuous (non-grid) directions
     training_layout_fraction: float = 0.0  # share of matrices in the DOAnet training layout (rest: generator)
+    hard_fraction: float = 0.0  # share of near-tie training-layout matrices (association margin < hard_margin)
+    hard_margin: float = 0.1
     init_from: str = ""  # .keras Hnet to start from (fine-tuning); "" = random initialisation
     seed: int = 0
     jit_compile: bool = True  # XLA: ~2-3x faster training steps on CPU for this tiny model (measured)
@@ -251,9 +278,14 @@ class HnetTrainConfig:
         for name in ("train_size", "val_size", "epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("continuous_fraction", "training_layout_fraction"):
+        for name in ("continuous_fraction", "training_layout_fraction", "hard_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.training_layout_fraction + self.hard_fraction > 1.0:
+            raise ValueError(f"training_layout_fraction + hard_fraction must be <= 1, got "
+                             f"{self.training_layout_fraction} + {self.hard_fraction}")
+        if not self.hard_margin > 0:
+            raise ValueError(f"hard_margin must be > 0, got {self.hard_margin}")
         if len(self.loss_weights) != 3:
             raise ValueError(f"loss_weights needs 3 values (association, row_max, col_max), got {self.loss_weights}")
         object.__setattr__(self, "loss_weights", tuple(float(w) for w in self.loss_weights))
@@ -296,14 +328,21 @@ class _WallClock(keras.callbacks.Callback):
 
 
 def training_data(cfg: HnetTrainConfig, cache_dir, size: int, seed: int) -> dict:
-    """Training/validation matrices of a run: generator layout, plus a `training_layout_fraction` share in
-    the DOAnet training layout (both with `continuous_fraction` continuous directions), cached."""
-    n_train_layout = int(round(size * cfg.training_layout_fraction))
-    parts = [load_or_make_hnet_data(cache_dir, cfg.n_max, size - n_train_layout, seed, directions="mixed",
-                                    continuous_fraction=cfg.continuous_fraction)] if n_train_layout < size else []
-    if n_train_layout:
-        parts.append(load_or_make_hnet_data(cache_dir, cfg.n_max, n_train_layout, seed + 500, layout="training",
-                                            directions="mixed", continuous_fraction=cfg.continuous_fraction))
+    """Training/validation matrices of a run (all with `continuous_fraction` continuous directions, cached):
+    the generator layout, then a `training_layout_fraction` share in the DOAnet training layout, then a
+    `hard_fraction` share of near-tie training-layout matrices (margin < `hard_margin`)."""
+    n_layout = int(round(size * cfg.training_layout_fraction))
+    n_hard = int(round(size * cfg.hard_fraction))
+    common = {"directions": "mixed", "continuous_fraction": cfg.continuous_fraction}
+    parts = []
+    if size - n_layout - n_hard > 0:
+        parts.append(load_or_make_hnet_data(cache_dir, cfg.n_max, size - n_layout - n_hard, seed, **common))
+    if n_layout:
+        parts.append(load_or_make_hnet_data(cache_dir, cfg.n_max, n_layout, seed + 500, layout="training",
+                                            **common))
+    if n_hard:
+        parts.append(load_or_make_hnet_data(cache_dir, cfg.n_max, n_hard, seed + 700, layout="training",
+                                            max_margin=cfg.hard_margin, **common))
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
@@ -334,7 +373,9 @@ def train_hnet(cfg: HnetTrainConfig, work_dir, cache_dir="cache/hnet", resume: b
     train = training_data(cfg, cache_dir, cfg.train_size, 1000 * cfg.seed + 1)
     val = training_data(cfg, cache_dir, cfg.val_size, 1000 * cfg.seed + 2)
     steps = -(-cfg.train_size // cfg.batch_size)
-    model = build_hnet(cfg.n_max, units=cfg.units, bidirectional=cfg.bidirectional)
+    model = build_hnet(cfg.n_max, units=cfg.units, bidirectional=cfg.bidirectional,
+                       relative_inputs=cfg.relative_inputs, input_scale=cfg.input_scale,
+                       head_layers=cfg.head_layers)
     if cfg.init_from:
         try:
             start = keras.saving.load_model(cfg.init_from, compile=False)
@@ -464,11 +505,10 @@ def model_card(info: dict) -> str:
         f"- `{HNET_CONFIG_FILE}`: training config, metrics and timing as JSON.",
         "",
         "## Architecture",
-        f"min(D, 3) -> {'bidirectional ' if cfg.get('bidirectional') else ''}GRU({cfg['units']}, rows as time steps) "
-        "-> single-head self-attention -> Dense(N) logits;",
+        f"{_architecture_text(cfg)};",
         "association = sigmoid(logits), row_max = sigmoid(max over columns), col_max = sigmoid(max over rows).",
-        "The paper's GRU is one-way; the bidirectional one learns far faster on our budget (see the docstring of",
-        "dtbt_tf/models/hnet.py for the measurement).",
+        "Deviations from the paper's network (one-way GRU on D, attention, Dense logits) are measured in the",
+        "docstring of dtbt_tf/models/hnet.py.",
         "",
         "## Training data (paper IV-A)",
         f"- {cfg['train_size']} training / {cfg['val_size']} validation matrices, seed {cfg['seed']}: DOAs from",
@@ -478,7 +518,10 @@ def model_card(info: dict) -> str:
         f"  every (number of predictions, number of references) in 0..{n} equally, active slots at random",
         f"  positions, padded entries uniform in [{PAD_RANGE[0]:g}, {PAD_RANGE[1]:g}]"
         + (f"; {100 * cfg.get('training_layout_fraction', 0):.0f}% of the matrices are in the DOAnet training "
-           "layout instead." if cfg.get("training_layout_fraction") else "."),
+           "layout instead" if cfg.get("training_layout_fraction") else "")
+        + (f"; {100 * cfg['hard_fraction']:.0f}% are near-tie training-layout matrices (second-best association "
+           f"within {cfg['hard_margin']:g} of the best, by rejection sampling)" if cfg.get("hard_fraction") else "")
+        + ".",
         "- Targets: exact minimum-cost association on the active block (equal to scipy's Hungarian) and its",
         "  row/column maxima; loss = weighted sum of three BCEs, weights "
         f"{', '.join(f'{w:g}' for w in cfg['loss_weights'])}.",
@@ -510,6 +553,18 @@ def model_card(info: dict) -> str:
         lines += [f"- {st['what']}: {st['epochs']} epochs, {st['seconds'] / 60:.1f} min" for st in info["stages"]]
     lines += ["", "## Reproduce", "```", info["command"], "```", ""]
     return "\n".join(lines)
+
+
+def _architecture_text(cfg: dict) -> str:
+    """One line describing the network of a training config (older configs lack the newer options)."""
+    relative = cfg.get("relative_inputs", False)
+    scale = cfg.get("input_scale", 1.0)
+    inputs = "[D, D - column minima, D - row minima]" if relative else "D"
+    text = f"min(D, 3) -> {inputs}{f' x {scale:g}' if scale != 1.0 else ''} -> "
+    text += f"{'bidirectional ' if cfg.get('bidirectional') else ''}GRU({cfg['units']}, rows as time steps) "
+    text += "-> single-head self-attention -> "
+    text += "".join(f"Dense({cfg['units']}, relu) -> " for _ in range(cfg.get("head_layers", 0)))
+    return text + "Dense(N) logits"
 
 
 def run_hnet_training(cfg: HnetTrainConfig, out_dir, work_dir, cache_dir="cache/hnet", resume: bool = False,

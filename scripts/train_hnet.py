@@ -21,8 +21,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=512, help="default 512")
     p.add_argument("--lr", type=float, default=1.5e-3,
                    help="peak learning rate (warm-up, then cosine decay); default 1.5e-3")
-    p.add_argument("--unidirectional", action="store_true",
-                   help="the paper's one-way GRU instead of the default bidirectional one (learns far slower)")
+    p.add_argument("--paper-architecture", action="store_true",
+                   help="the paper's network (one-way GRU on D, no relative inputs, no input scaling, no ReLU layer) "
+                        "instead of the default one; see dtbt_tf/models/hnet.py for what each deviation buys")
     p.add_argument("--train-size", type=int, default=405_000, help="training matrices; default 405000 (paper)")
     p.add_argument("--val-size", type=int, default=None, help="validation matrices; default 10%% of --train-size")
     p.add_argument("--loss-weights", type=float, nargs=3, default=(1.0, 1.0, 1.0),
@@ -32,6 +33,10 @@ def parse_args(argv=None):
     p.add_argument("--training-layout-fraction", type=float, default=0.0,
                    help="share of matrices in the DOAnet training layout (all prediction rows active, references "
                         "padded with 10); default 0 (paper data only)")
+    p.add_argument("--hard-fraction", type=float, default=0.0,
+                   help="share of near-tie DOAnet-training-layout matrices (second-best association within "
+                        "--hard-margin of the best); they sharpen the decision at near-ties; default 0")
+    p.add_argument("--hard-margin", type=float, default=0.1, help="margin of the near-tie matrices; default 0.1")
     p.add_argument("--init-from", default="", help="start from this .keras Hnet (fine-tuning)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="export folder; default saved_models/hnet_n{N}")
@@ -54,6 +59,7 @@ def main(argv=None) -> int:
     except RuntimeError:  # TensorFlow already initialised (main() called in-process): keep its settings
         pass
     from dtbt_tf.hnet_training import HnetTrainConfig, run_hnet_training
+    from dtbt_tf.models.hnet import paper_hnet_options
 
     try:
         cfg = HnetTrainConfig(
@@ -62,7 +68,8 @@ def main(argv=None) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss_weights=tuple(args.loss_weights),
             continuous_fraction=args.continuous_fraction,
             training_layout_fraction=args.training_layout_fraction, init_from=args.init_from, seed=args.seed,
-            jit_compile=not args.no_jit, bidirectional=not args.unidirectional)
+            hard_fraction=args.hard_fraction, hard_margin=args.hard_margin, jit_compile=not args.no_jit,
+            **(paper_hnet_options() if args.paper_architecture else {}))
         out = run_hnet_training(
             cfg, out_dir=args.out or f"saved_models/hnet_n{args.n_max}",
             work_dir=args.work_dir or f"runs/hnet_n{args.n_max}", cache_dir=args.cache_dir,

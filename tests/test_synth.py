@@ -258,6 +258,16 @@ def test_polyphony_never_exceeds_the_maximum_and_tracks_are_dcase_style():
 # Errors
 
 
+def test_synthetic_preset_for_n_max():
+    """The default dataset of a --n-max N job has up to N overlapping sources; N = 2 keeps the plain preset."""
+    from dtbt_tf.data.synth import PRESETS, synthetic_preset_for
+
+    assert synthetic_preset_for("quick", 2) is PRESETS["quick"]
+    three = synthetic_preset_for("quick", 3)
+    assert three.max_polyphony == 3 and three.name == "quick-max_polyphony3"
+    assert three.replace(name="quick", max_polyphony=2) == PRESETS["quick"]
+
+
 def test_bad_arguments_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown synthetic preset 'nope'"):
         make_dataset("nope", out=str(tmp_path / "x"))

@@ -1,6 +1,7 @@
 """scripts/train.py end to end on a tiny DCASE-layout folder, and its one-line errors."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +40,50 @@ def test_cli_end_to_end(setup):
         assert (out / name).exists(), name
     assert set(json.loads((out / "test_metrics.json").read_text())) == set(METRIC_KEYS)
     assert os.path.isdir(root + "_features_foa_n2")  # features cached next to the DCASE root
+
+
+def test_cli_nmax3_end_to_end(setup):
+    """--n-max 3 on three simultaneous sources: labels and features with three slots, DOAnet with three
+    regressors through a Nmax = 3 Hnet, test-split evaluation, export; then the exported model's outputs,
+    scripts/evaluate.py on its predictions and scripts/infer.py on a recording."""
+    import numpy as np
+    import tensorflow as tf
+
+    from dtbt_tf.data.dcase import read_metadata
+
+    base, _, _ = setup
+    root = write_tiny_dcase(base / "dcase3", seconds=1.5, n_sources=3)
+    hnet3 = str(base / "hnet3_e2e.keras")
+    build_hnet(3, units=8).save(hnet3)
+    out = base / "run_n3"
+    proc = _run(["--n-max", "3", "--loss", "full", "--data", root, "--hnet", hnet3, "--epochs", "1",
+                 "--batch-size", "2", "--seq-hop", "50", "--out", str(out), *SMALL], cwd=base)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "LE (deg)" in proc.stdout
+    manifest = json.loads(open(os.path.join(root + "_features_foa_n3", "manifest.json")).read())
+    assert manifest["n_max"] == 3
+    cfg = json.loads((out / "run_config.json").read_text())
+    assert cfg["doanet_config"]["n_max"] == 3 and cfg["hnet"] == os.path.abspath(hnet3)
+    sig = tf.saved_model.load(str(out / "export" / "1")).signatures["serving_default"]
+    res = sig(features=tf.zeros((1, 50, 64, 7)))
+    assert res["doa"].shape == (1, 10, 3, 3) and res["activity"].shape == (1, 10, 3)
+    pred = read_metadata(str(out / "predictions" / "fold1_room1_mix001_ov3.csv"))
+    assert set(pred.track) <= {0, 1, 2}
+    metrics_json, test_ref = base / "n3_metrics.json", base / "n3_test_ref"
+    test_ref.mkdir()
+    shutil.copy(os.path.join(root, "metadata_dev", "fold1_room1_mix001_ov3.csv"), test_ref)  # the test split
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "evaluate.py"), "--pred",
+                           str(out / "predictions"), "--ref", str(test_ref), "--json",
+                           str(metrics_json)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert set(json.loads(metrics_json.read_text())) == set(METRIC_KEYS)
+    wav = os.path.join(root, "foa_dev", "fold1_room1_mix001_ov3.wav")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "infer.py"), wav, "--model",
+                           str(out / "export"), "--out", str(base / "infer_n3")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    inferred = read_metadata(str(base / "infer_n3" / "fold1_room1_mix001_ov3.csv"))
+    assert set(inferred.track) <= {0, 1, 2} and np.all(np.isfinite(inferred.doa))
 
 
 def test_cli_bad_input_is_one_line_exit_2(setup):

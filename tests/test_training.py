@@ -22,18 +22,21 @@ SMALL = dict(conv_filters=8, rnn_units=8, fc_units=8)
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def write_tiny_dcase(root, seconds=2.0, folds=(1, 2, 3, 4), seed=0):
-    """A DCASE2020-layout folder (foa_dev, mic_dev, metadata_dev) with one noise recording per fold and one
-    moving source per file."""
+def write_tiny_dcase(root, seconds=2.0, folds=(1, 2, 3, 4), seed=0, n_sources=1):
+    """A DCASE2020-layout folder (foa_dev, mic_dev, metadata_dev) with one noise recording per fold and
+    ``n_sources`` simultaneous moving sources per file (120 degrees apart, track ids 0..n-1)."""
     rng = np.random.default_rng(seed)
     for sub in ("foa_dev", "mic_dev", "metadata_dev"):
         os.makedirs(os.path.join(root, sub), exist_ok=True)
     n_lab = int(seconds * 10)
     for fold in folds:
-        name = format_name(fold, 1, 1, 1)
+        name = format_name(fold, 1, 1, n_sources)
         frames = np.arange(2, n_lab - 2)
         az = np.linspace(-60, 60, frames.size)
-        meta = Metadata(frames, 0 * frames, 0 * frames, polar_to_unit(az, 0 * az))
+        meta = Metadata(np.tile(frames, n_sources), 0 * np.tile(frames, n_sources),
+                        np.repeat(np.arange(n_sources), frames.size),
+                        polar_to_unit(np.concatenate([(az + 120 * k + 180) % 360 - 180 for k in range(n_sources)]),
+                                      np.zeros(n_sources * frames.size)))
         write_metadata(os.path.join(root, "metadata_dev", name + ".csv"), meta)
         for fmt in ("foa", "mic"):
             write_audio(os.path.join(root, f"{fmt}_dev", name + ".wav"),

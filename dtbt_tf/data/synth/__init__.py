@@ -2,7 +2,7 @@
 
 `make_dataset(preset="quick")` writes (or reuses) ``data/synth_quick_seed0``; see docs/synthetic-data.md.
 """
-from .presets import PRESETS, SynthConfig, get_preset
+from .presets import PRESETS, SynthConfig, get_preset, synthetic_preset_for
 from .render import make_dataset, render_scene
 
-__all__ = ["PRESETS", "SynthConfig", "get_preset", "make_dataset", "render_scene"]
+__all__ = ["PRESETS", "SynthConfig", "get_preset", "make_dataset", "render_scene", "synthetic_preset_for"]

@@ -120,6 +120,13 @@ def get_preset(name: str, **overrides) -> SynthConfig:
     return cfg.replace(**{"name": f"{name}-{suffix}" if suffix else name, **overrides})
 
 
+def synthetic_preset_for(name: str, n_max: int) -> SynthConfig:
+    """The preset with at most ``n_max`` overlapping sources (the preset itself when it already has that
+    polyphony, so the default Nmax = 2 job keeps its dataset folder)."""
+    cfg = get_preset(name)
+    return cfg if cfg.max_polyphony == n_max else get_preset(name, max_polyphony=n_max)
+
+
 def config_from_dict(d: dict) -> SynthConfig:
     names = {f.name for f in dataclasses.fields(SynthConfig)}
     unknown = set(d) - names
