@@ -22,7 +22,7 @@ from dtbt_tf.hnet_training import (
     train_hnet,
     training_data,
 )
-from dtbt_tf.models.hnet import SAVED_MODELS_DIR, apply_hnet, build_hnet, load_hnet
+from dtbt_tf.models.hnet import SAVED_MODELS_DIR, apply_hnet, build_hnet, load_hnet, paper_hnet_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -63,6 +63,46 @@ def test_build_hnet_rejects_bad_arguments():
         build_hnet(0)
     with pytest.raises(ValueError, match="clip_distance"):
         build_hnet(2, clip_distance=1.5)
+    with pytest.raises(ValueError, match="input_scale"):
+        build_hnet(2, input_scale=0.0)
+    with pytest.raises(ValueError, match="head_layers"):
+        build_hnet(2, head_layers=-1)
+
+
+def test_paper_architecture_and_options():
+    """paper_hnet_options() gives the paper's net: one-way GRU on D (N features per row), no ReLU layer;
+    the default reads 3N features per row (D, D - column minima, D - row minima) and has one ReLU layer."""
+    paper = build_hnet(3, units=8, **paper_hnet_options())
+    default = build_hnet(3, units=8)
+    assert paper.get_layer("gru").input.shape[-1] == 3
+    assert default.get_layer("bigru").input.shape[-1] == 9
+    assert "head_0" not in [layer.name for layer in paper.layers]
+    assert default.get_layer("head_0").activation.__name__ == "relu"
+    # the relative inputs are differences to the minima: a constant added to a row or a column of D changes
+    # only the D channel, so the two relative channels of the GRU input stay the same
+    inputs = keras.Model(default.inputs[0], default.get_layer("bigru").input)
+    D = np.random.default_rng(5).uniform(0, 2, (4, 3, 3)).astype(np.float32)
+    shifted = D + np.array([0.0, 0.3, 0.0], np.float32)[None, None, :]  # column 1 + 0.3
+    np.testing.assert_allclose(inputs(shifted).numpy()[..., 3:6], inputs(D).numpy()[..., 3:6], atol=1e-5)
+    assert not np.allclose(inputs(shifted).numpy()[..., :3], inputs(D).numpy()[..., :3])
+
+
+def test_hard_matrices_are_near_ties():
+    """max_margin keeps only matrices whose second-best association is within the margin (seeded)."""
+    from dtbt_tf.association import association_margin
+
+    d = make_hnet_data(3, 500, seed=3, layout="training", directions="continuous", max_margin=0.05)
+    assert d["distance"].shape == (500, 3, 3)
+    margin = association_margin(d["distance"], d["row_active"], d["col_active"])
+    assert np.all(margin < 0.05)
+    np.testing.assert_array_equal(d["association"], exact_association(d["distance"], d["row_active"],
+                                                                      d["col_active"]))
+    again = make_hnet_data(3, 500, seed=3, layout="training", directions="continuous", max_margin=0.05)
+    np.testing.assert_array_equal(again["distance"], d["distance"])
+    plain = make_hnet_data(3, 500, seed=3, layout="training", directions="continuous")
+    assert np.mean(association_margin(plain["distance"], plain["row_active"], plain["col_active"]) < 0.05) < 0.2
+    with pytest.raises(ValueError, match="max_margin"):
+        make_hnet_data(2, 10, seed=0, max_margin=0.0)
 
 
 def test_keras_round_trip_and_load_hnet(tmp_path):
@@ -223,6 +263,13 @@ def test_training_data_mixes_layouts_and_bad_init_from(tmp_path):
     assert data["distance"].shape == (90, 2, 2)
     assert np.all(data["row_active"][60:]) and np.all(data["distance"][60:][data["distance"][60:] > 2] == 10.0)
     assert not np.all(data["row_active"][:60])
+    hard_cfg = HnetTrainConfig(n_max=2, training_layout_fraction=0.2, hard_fraction=0.5, hard_margin=0.02)
+    hard = training_data(hard_cfg, tmp_path, 100, seed=1)
+    assert hard["distance"].shape == (100, 2, 2) and np.all(hard["row_active"][30:])
+    from dtbt_tf.association import association_margin
+
+    assert np.all(association_margin(hard["distance"][50:], hard["row_active"][50:], hard["col_active"][50:])
+                  < 0.02)
     with pytest.raises(ValueError, match="missing.keras: cannot start"):
         train_hnet(cfg, tmp_path / "run", cache_dir=tmp_path, verbose=0)
 
@@ -234,6 +281,10 @@ def test_train_config_validation():
         HnetTrainConfig(training_layout_fraction=1.5)
     with pytest.raises(ValueError, match="loss_weights"):
         HnetTrainConfig(loss_weights=(1.0, 1.0))
+    with pytest.raises(ValueError, match="hard_fraction must be <= 1"):
+        HnetTrainConfig(training_layout_fraction=0.6, hard_fraction=0.6)
+    with pytest.raises(ValueError, match="hard_margin"):
+        HnetTrainConfig(hard_margin=0.0)
 
 
 def test_train_hnet_cli_bad_input_exits_2(capsys):
