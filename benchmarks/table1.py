@@ -79,7 +79,8 @@ def _run_one(loss, data_root, args, run_dir):
     with open(time_path) as f:
         seconds = json.load(f)["seconds"]
     return {"loss": loss, **{k: metrics.get(k) for k in COLUMNS if k != "train_min"},
-            "train_min": round(seconds / 60.0, 1), "run_dir": run_dir}
+            "train_min": round(seconds / 60.0, 1), "run_dir": run_dir,
+            "measured": datetime.date.fromtimestamp(os.path.getmtime(metrics_path)).isoformat()}
 
 
 def _fmt(v, key):
@@ -180,11 +181,13 @@ def _save_row(row: dict, data_root: str, args) -> None:
     old[row["loss"]] = row
     order = AUG_LOSSES if args.augment else BASE_LOSSES
     existing[key] = [old[l] for l in order if l in old]
-    existing.setdefault("settings", {})[key] = {
+    settings = existing.setdefault("settings", {})
+    first_date = settings.get(key, {}).get("date", datetime.date.today().isoformat())
+    settings[key] = {  # "date": when the first row of this group was measured; each row has its own "measured"
         "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "epochs": args.epochs,
         "batch_size": args.batch_size, "seed": args.seed,
         "factor": args.factor if args.augment else None,
-        "date": datetime.date.today().isoformat(), "cpus": os.cpu_count(), "machine": platform.machine()}
+        "date": first_date, "cpus": os.cpu_count(), "machine": platform.machine()}
     atomic_write_text(path, json.dumps(existing, indent=2) + "\n")
 
 

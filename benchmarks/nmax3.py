@@ -1,0 +1,124 @@
+"""Nmax = 3 against Nmax = 2 on the same three-source test scenes.
+
+    python benchmarks/nmax3.py            # trains both models (or reuses / resumes their runs), evaluates, saves
+
+- Nmax = 3: `python scripts/train.py --loss full --n-max 3` with Table I's budget (FOA, 10 epochs, batch 16):
+  DOAnet with three regressors through saved_models/hnet_n3, on the quick synthetic set with up to three
+  overlapping sources (data/synth_quick-max_polyphony3_seed0: scenes alternate ov1, ov2, ov3).
+- Nmax = 2: the same job with two regressors through saved_models/hnet_n2 on the standard quick set (up to two
+  sources; a two-slot model cannot be given labels for frames with three sources).
+Both exported models then localise the test fold (fold 1) of the three-source set through the path of
+scripts/infer.py, and dtbt_tf.metrics scores them on all its test scenes and per overlap (ov1 / ov2 / ov3).
+Runs live in runs/nmax3/n<N>/; results go to benchmarks/results/nmax3.json and nmax3.md.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+RESULTS = os.path.join(HERE, "results")
+SUBSETS = ("all", "ov1", "ov2", "ov3")
+COLUMNS = ("LE", "LR", "LP", "LF1", "MOTA", "IDS", "IDS_onsets")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--epochs", type=int, default=10, help="epochs per model (Table I's budget); default 10")
+    p.add_argument("--batch-size", type=int, default=16, help="default 16")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hnet2", default=None, help="Hnet for the Nmax = 2 model; default saved_models/hnet_n2")
+    p.add_argument("--hnet3", default=None, help="Hnet for the Nmax = 3 model; default saved_models/hnet_n3")
+    p.add_argument("--runs", default=os.path.join("runs", "nmax3"), help="where the two runs live")
+    return p.parse_args(argv)
+
+
+def _train(n_max: int, hnet: str | None, args) -> tuple[str, float]:
+    """Train (or reuse / resume) the run of one Nmax; returns (run folder, training minutes)."""
+    from dtbt_tf.config import LossConfig, atomic_write_text
+    from dtbt_tf.training import TrainSettings, train
+
+    run_dir = os.path.join(args.runs, f"n{n_max}")
+    time_path = os.path.join(run_dir, "nmax3_time.json")
+    if not (os.path.isfile(os.path.join(run_dir, "test_metrics.json")) and os.path.isfile(time_path)):
+        resume = os.path.isfile(os.path.join(run_dir, "run_config.json"))
+        spent = json.load(open(time_path))["seconds"] if os.path.isfile(time_path) else 0.0
+        t0 = time.perf_counter()
+        train(None, "foa", LossConfig(name="full"), hnet=hnet, n_max=n_max, out=run_dir, resume=resume,
+              settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed), verbose=2)
+        atomic_write_text(time_path, json.dumps({"seconds": spent + time.perf_counter() - t0}))
+    else:
+        print(f"[nmax3] reusing {run_dir}")
+    return run_dir, json.load(open(time_path))["seconds"] / 60.0
+
+
+def _scores(pred_dir: str, ref_dir: str, names: list[str]) -> dict:
+    """Metrics on all test scenes and on each overlap subset (by the ovN field of the file name)."""
+    from dtbt_tf.data.dcase import parse_name, read_metadata
+    from dtbt_tf.metrics import compute_metrics, tracks_from_metadata
+
+    pred = {n: tracks_from_metadata(read_metadata(os.path.join(pred_dir, n + ".csv"))) for n in names}
+    ref = {n: tracks_from_metadata(read_metadata(os.path.join(ref_dir, n + ".csv"))) for n in names}
+    out = {}
+    for subset in SUBSETS:
+        keep = [n for n in names if subset == "all" or parse_name(n + ".csv")[3] == int(subset[2:])]
+        if keep:
+            m = compute_metrics({n: pred[n] for n in keep}, {n: ref[n] for n in keep})
+            out[subset] = {"files": len(keep), **{k: m[k] for k in COLUMNS}}
+    return out
+
+
+def markdown(result: dict) -> str:
+    lines = ["| model | test scenes | files | LE (deg) | LR % | LP % | LF1 % | MOTA % | IDS | IDS_onsets | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for key in ("n3", "n2"):
+        row = result[key]
+        for subset, m in row["scores"].items():
+            pct = [f"{100 * m[k]:.1f}" for k in ("LR", "LP", "LF1", "MOTA")]
+            lines.append(f"| Nmax = {key[1]} | {subset} | {m['files']} | {m['LE']:.1f} | " + " | ".join(pct)
+                         + f" | {int(m['IDS'])} | {int(m['IDS_onsets'])} | {row['train_min']:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    sys.path.insert(0, ROOT)
+    from dtbt_tf.config import ConfigError, atomic_write_text
+    from dtbt_tf.data import dcase
+    from dtbt_tf.data.synth import make_dataset, synthetic_preset_for
+    from dtbt_tf.inference import infer_files
+
+    try:
+        runs = {n: _train(n, hnet, args) for n, hnet in ((3, args.hnet3), (2, args.hnet2))}
+        root = make_dataset(synthetic_preset_for("quick", 3), fmt="foa", seed=0, progress=False)
+        test = dcase.split_recordings(dcase.discover(root, "foa"), "test", root=root)
+        names = [r.stem for r in test]
+        ref_dir = os.path.join(root, "metadata_dev")
+        result = {"date": datetime.date.today().isoformat(), "test_data": root, "epochs": args.epochs,
+                  "batch_size": args.batch_size, "seed": args.seed}
+        for n, (run_dir, minutes) in runs.items():
+            pred_dir = os.path.join(run_dir, "ov3_test_predictions")
+            infer_files([r.audio_path for r in test], os.path.join(run_dir, "export"), pred_dir)
+            hnet = json.load(open(os.path.join(run_dir, "run_config.json")))["hnet"]
+            result[f"n{n}"] = {"run_dir": run_dir, "hnet": hnet, "train_min": round(minutes, 1),
+                               "scores": _scores(pred_dir, ref_dir, names)}
+    except (ConfigError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    os.makedirs(RESULTS, exist_ok=True)
+    atomic_write_text(os.path.join(RESULTS, "nmax3.json"), json.dumps(result, indent=2) + "\n")
+    md = markdown(result)
+    atomic_write_text(os.path.join(RESULTS, "nmax3.md"),
+                      "# Nmax = 3 against Nmax = 2 on three-source test scenes\n\n"
+                      f"Measured {result['date']} by `python benchmarks/nmax3.py` (see its docstring).\n\n" + md)
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
