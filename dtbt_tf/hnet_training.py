@@ -36,6 +36,8 @@ PAD_RANGE = (4.0, 20.0)  # random padding values of the generator layout (includ
 LAYOUTS = ("generator", "training")
 DIRECTIONS = ("grid", "continuous", "mixed")
 NEAR_TIE_MARGIN = 0.01  # assignments whose cost differs from the optimum by less than this are near-ties
+EVAL_SETS = (("generator", "grid"), ("training", "grid"), ("generator", "continuous"), ("training", "continuous"))
+FRESH_SEED = 777_000  # per-epoch fresh matrices (train_hnet); evaluate_hnet uses 12345 + k, training 1000 * seed + k
 
 # ----------------------------------------------------------------------------------------------------------
 # Data
@@ -347,8 +349,12 @@ def training_data(cfg: HnetTrainConfig, cache_dir, size: int, seed: int) -> dict
 
 
 def train_hnet(cfg: HnetTrainConfig, work_dir, cache_dir="cache/hnet", resume: bool = False,
-               verbose: int | None = None, callbacks=()) -> tuple[keras.Model, dict]:
+               verbose: int | None = None, callbacks=(), fresh_size: int = 20_000) -> tuple[keras.Model, dict]:
     """Train a Hnet; returns (best model by validation F1, info dict); `callbacks` are added to fit's.
+
+    After every epoch the exact match on `fresh_size` fresh matrices of each evaluation set (EVAL_SETS, seeds
+    used nowhere else) is logged as ``fresh_<layout>_<directions>`` (history.csv, TensorBoard), so the time to
+    reach a quality bar can be read off the history.
 
     work_dir receives best.keras (best validation F1), backup/ (resumable state, removed when training
     completes), logs/ (TensorBoard), history.csv and train_config.json. With resume=False an existing
@@ -395,6 +401,7 @@ def train_hnet(cfg: HnetTrainConfig, work_dir, cache_dir="cache/hnet", resume: b
         keras.callbacks.ModelCheckpoint(str(best_path), monitor="val_association_f1", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         _WallClock(work / "wall_clock.json"),
+        _FreshScores(cfg.n_max, fresh_size),
         keras.callbacks.TensorBoard(str(work / "logs"), update_freq="epoch"),
         keras.callbacks.CSVLogger(str(work / "history.csv"), append=resume),
         *callbacks,
@@ -410,9 +417,30 @@ def train_hnet(cfg: HnetTrainConfig, work_dir, cache_dir="cache/hnet", resume: b
                   "history": read_history(work / "history.csv")}
 
 
+class _FreshScores(keras.callbacks.Callback):
+    """Adds the exact match on fixed fresh matrices of every evaluation set to the epoch logs."""
+
+    def __init__(self, n_max: int, size: int):
+        super().__init__()
+        self.sets = {_fresh_key(layout, directions): make_hnet_data(n_max, size, FRESH_SEED + k, layout=layout,
+                                                                    directions=directions)
+                     for k, (layout, directions) in enumerate(EVAL_SETS)} if size else {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key, data in self.sets.items():
+            pred = predict_association(self.model, data["distance"])
+            if logs is not None:
+                logs[key] = association_scores(pred, data["association"])["exact_match"]
+
+
+def _fresh_key(layout: str, directions: str) -> str:
+    return f"fresh_{layout}_{directions}"
+
+
 def read_history(path) -> list[dict]:
-    """Per-epoch validation scores and cumulative training seconds from a run's history.csv."""
-    keep = ("epoch", "train_seconds", "val_association_exact_match", "val_association_f1", "val_loss")
+    """Per-epoch validation scores, fresh-set exact matches and cumulative training seconds of a run."""
+    keep = ("epoch", "train_seconds", "val_association_exact_match", "val_association_f1", "val_loss",
+            *(_fresh_key(*s) for s in EVAL_SETS))
     with open(path) as f:
         rows = list(csv.DictReader(f))
     return [{k: round(float(r[k]), 6) for k in keep if k in r} for r in rows]
@@ -421,7 +449,6 @@ def read_history(path) -> list[dict]:
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation and export
 
-EVAL_SETS = (("generator", "grid"), ("training", "grid"), ("generator", "continuous"), ("training", "continuous"))
 
 
 def evaluate_hnet(model: keras.Model, n_max: int, size: int = 100_000, seed: int = 12345,

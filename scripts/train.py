@@ -43,7 +43,10 @@ def parse_args(argv=None):
                    help="DCASE-layout root (features are extracted to <root>_features_<fmt>_n<N>, reused) or a "
                         "feature folder with manifest.json; default: the synthetic --preset set")
     p.add_argument("--hnet", default=None, help="Hnet folder or .keras file; default saved_models/hnet_n<N>")
-    p.add_argument("--n-max", type=int, default=2, help="regressor slots / max simultaneous sources; default 2")
+    p.add_argument("--n-max", type=int, default=2,
+                   help="regressor slots / max simultaneous sources; the Hnet defaults to saved_models/hnet_n<N> "
+                        "and, without --data, the synthetic set has up to N overlapping sources "
+                        "(data/synth_quick-max_polyphony3_seed0 for 3); default 2")
     p.add_argument("--preset", choices=sorted(TRAIN_PRESETS), default="quick",
                    help="synthetic dataset and budget: " + "; ".join(
                        f"{k}: {v.epochs} epochs, batch {v.batch_size}, lr {v.lr}" for k, v in TRAIN_PRESETS.items()))

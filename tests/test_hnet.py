@@ -247,6 +247,7 @@ def test_small_training_run_learns_and_resumes(tmp_path):
     assert info["train_seconds"] > 0
     assert [h["epoch"] for h in info["history"]] == [0, 1, 2, 3]
     assert all(0 <= h["val_association_exact_match"] <= 1 for h in info["history"])
+    assert all(0 <= h["fresh_training_grid"] <= 1 for h in info["history"])  # per-epoch fresh-set scores
     fresh = make_hnet_data(2, 2000, seed=99)
     pred = model.predict(fresh["distance"], verbose=0)["association"]
     # measured 0.82; an all-zero output scores 0.56 (right only where nothing is active)
