@@ -35,6 +35,8 @@ def parse_args(argv=None):
     p.add_argument("--hnet2", default=None, help="Hnet for the Nmax = 2 model; default saved_models/hnet_n2")
     p.add_argument("--hnet3", default=None, help="Hnet for the Nmax = 3 model; default saved_models/hnet_n3")
     p.add_argument("--runs", default=os.path.join("runs", "nmax3"), help="where the two runs live")
+    p.add_argument("--models", type=int, nargs="+", choices=(2, 3), default=(3, 2),
+                   help="which Nmax to train and score (e.g. --models 3 to start one run early); default 3 2")
     return p.parse_args(argv)
 
 
@@ -76,7 +78,7 @@ def _scores(pred_dir: str, ref_dir: str, names: list[str]) -> dict:
 def markdown(result: dict) -> str:
     lines = ["| model | test scenes | files | LE (deg) | LR % | LP % | LF1 % | MOTA % | IDS | IDS_onsets | train min |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for key in ("n3", "n2"):
+    for key in [k for k in ("n3", "n2") if k in result]:
         row = result[key]
         for subset, m in row["scores"].items():
             pct = [f"{100 * m[k]:.1f}" for k in ("LR", "LP", "LF1", "MOTA")]
@@ -94,7 +96,8 @@ def main(argv=None) -> int:
     from dtbt_tf.inference import infer_files
 
     try:
-        runs = {n: _train(n, hnet, args) for n, hnet in ((3, args.hnet3), (2, args.hnet2))}
+        hnets = {3: args.hnet3, 2: args.hnet2}
+        runs = {n: _train(n, hnets[n], args) for n in args.models}
         root = make_dataset(synthetic_preset_for("quick", 3), fmt="foa", seed=0, progress=False)
         test = dcase.split_recordings(dcase.discover(root, "foa"), "test", root=root)
         names = [r.stem for r in test]
