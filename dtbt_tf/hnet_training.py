@@ -259,6 +259,7 @@ class HnetTrainConfig:
     lr: float = 1.5e-3  # peak learning rate of the warm-up + cosine schedule
     warmup_epochs: float = 1.0
     final_lr_fraction: float = 0.002  # cosine decays to lr * this
+    clipnorm: float = 0.0  # Adam gradient-norm clipping (0 = off); high peak rates can diverge without it
     loss_weights: tuple = (1.0, 1.0, 1.0)  # association, row_max, col_max
     units: int = 128
     # architecture options of build_hnet (see dtbt_tf.models.hnet for what each deviation from the paper buys)
@@ -286,6 +287,8 @@ class HnetTrainConfig:
         if self.training_layout_fraction + self.hard_fraction > 1.0:
             raise ValueError(f"training_layout_fraction + hard_fraction must be <= 1, got "
                              f"{self.training_layout_fraction} + {self.hard_fraction}")
+        if self.clipnorm < 0:
+            raise ValueError(f"clipnorm must be >= 0 (0 = off), got {self.clipnorm}")
         if not self.hard_margin > 0:
             raise ValueError(f"hard_margin must be > 0, got {self.hard_margin}")
         if len(self.loss_weights) != 3:
@@ -302,7 +305,7 @@ def compile_hnet(model: keras.Model, cfg: HnetTrainConfig, steps_per_epoch: int)
         warmup_target=cfg.lr, warmup_steps=warmup)
     w_assoc, w_row, w_col = cfg.loss_weights
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=schedule),
+        optimizer=keras.optimizers.Adam(learning_rate=schedule, clipnorm=cfg.clipnorm or None),
         loss={"association": "binary_crossentropy", "row_max": "binary_crossentropy",
               "col_max": "binary_crossentropy"},
         loss_weights={"association": w_assoc, "row_max": w_row, "col_max": w_col},
@@ -517,6 +520,7 @@ def model_card(info: dict) -> str:
     """MODEL_CARD.md text from the info dict written by export (config, data, metrics, timing)."""
     cfg = info["config"]
     n = cfg["n_max"]
+    clip = f" (gradient norm clipped at {cfg['clipnorm']:g})" if cfg.get("clipnorm") else ""
     lines = [
         f"# Hnet for Nmax = {n}",
         "",
@@ -552,7 +556,7 @@ def model_card(info: dict) -> str:
         "- Targets: exact minimum-cost association on the active block (equal to scipy's Hungarian) and its",
         "  row/column maxima; loss = weighted sum of three BCEs, weights "
         f"{', '.join(f'{w:g}' for w in cfg['loss_weights'])}.",
-        f"- Adam, batch {cfg['batch_size']}, {cfg['epochs']} epochs, peak learning rate {cfg['lr']:g} "
+        f"- Adam{clip}, batch {cfg['batch_size']}, {cfg['epochs']} epochs, peak learning rate {cfg['lr']:g} "
         f"(warm-up {cfg['warmup_epochs']:g} epoch, cosine decay to {cfg['final_lr_fraction']:g} x peak)"
         + (f", starting from `{cfg['init_from']}`" if cfg.get("init_from") else "") + ".",
         f"- Training time: {info['train_seconds'] / 60:.1f} min on {info.get('hardware', 'CPU')}"

@@ -21,6 +21,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=512, help="default 512")
     p.add_argument("--lr", type=float, default=1.5e-3,
                    help="peak learning rate (warm-up, then cosine decay); default 1.5e-3")
+    p.add_argument("--clipnorm", type=float, default=0.0,
+                   help="clip each gradient to this norm (0 = off); keeps peak rates of ~5e-3 from diverging; default 0")
     p.add_argument("--paper-architecture", action="store_true",
                    help="the paper's network (one-way GRU on D, no relative inputs, no input scaling, no ReLU layer) "
                         "instead of the default one; see dtbt_tf/models/hnet.py for what each deviation buys")
@@ -68,7 +70,8 @@ def main(argv=None) -> int:
             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss_weights=tuple(args.loss_weights),
             continuous_fraction=args.continuous_fraction,
             training_layout_fraction=args.training_layout_fraction, init_from=args.init_from, seed=args.seed,
-            hard_fraction=args.hard_fraction, hard_margin=args.hard_margin, jit_compile=not args.no_jit,
+            clipnorm=args.clipnorm, hard_fraction=args.hard_fraction, hard_margin=args.hard_margin,
+            jit_compile=not args.no_jit,
             **(paper_hnet_options() if args.paper_architecture else {}))
         out = run_hnet_training(
             cfg, out_dir=args.out or f"saved_models/hnet_n{args.n_max}",
