@@ -453,7 +453,6 @@ def read_history(path) -> list[dict]:
 # Evaluation and export
 
 
-
 def evaluate_hnet(model: keras.Model, n_max: int, size: int = 100_000, seed: int = 12345,
                   batch_size: int = 8192) -> dict:
     """Scores on fresh matrices (seeds never used for training) for each (layout, directions) in EVAL_SETS.

@@ -205,9 +205,9 @@ def resolve_data(data: str | None, fmt: str, n_max: int, preset: str = "quick", 
     """A TFRecord feature folder for ``data``: the folder itself if it holds a manifest.json; for a
     DCASE-layout root, ``<root>_features_<fmt>_n<N>`` next to it, extracted or reused (finished shards are
     kept; the plan is checked against the root again, so added or changed recordings are picked up); None: the
-    synthetic ``preset`` dataset with up to ``n_max`` overlapping sources (made or reused) and its feature folder. ``extract=False`` (multi-worker
-    non-chief) uses a finished feature folder as it is and extracts only when there is none (another file
-    system)."""
+    synthetic ``preset`` dataset with up to ``n_max`` overlapping sources (made or reused) and its feature
+    folder. ``extract=False`` (multi-worker non-chief) uses a finished feature folder as it is and extracts only
+    when there is none (another file system)."""
     from dtbt_tf.data.tfrecord import MANIFEST, extract_dataset
 
     if data is None:
