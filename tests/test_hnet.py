@@ -298,7 +298,7 @@ def test_train_hnet_cli_bad_input_exits_2(capsys):
     assert capsys.readouterr().err.startswith("error: n_max must be >= 1")
 
 
-@pytest.mark.parametrize("n,min_exact", [(2, 0.99), (3, 0.975)])
+@pytest.mark.parametrize("n,min_exact", [(2, 0.995), (3, 0.98)])
 def test_shipped_hnet_accuracy_on_fresh_matrices(n, min_exact):
     """The shipped SavedModel loads with tf.saved_model.load alone and matches Hungarian on fresh
     continuous training-layout matrices (full figures in saved_models/hnet_n{N}/MODEL_CARD.md)."""
