@@ -9,7 +9,7 @@
   sources; a two-slot model cannot be given labels for frames with three sources).
 Both exported models then localise the test fold (fold 1) of the three-source set through the path of
 scripts/infer.py, and dtbt_tf.metrics scores them on all its test scenes and per overlap (ov1 / ov2 / ov3).
-Runs live in runs/nmax3/n<N>/; results go to benchmarks/results/nmax3.json and nmax3.md.
+Runs live in runs/nmax3/n<N>/; results go to benchmarks/results/nmax3.json and nmax3.md and the README's table.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument("--runs", default=os.path.join("runs", "nmax3"), help="where the two runs live")
     p.add_argument("--models", type=int, nargs="+", choices=(2, 3), default=(3, 2),
                    help="which Nmax to train and score (e.g. --models 3 to start one run early); default 3 2")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the README's Nmax = 3 table")
     return p.parse_args(argv)
 
 
@@ -90,7 +91,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
-    from dtbt_tf.config import ConfigError, atomic_write_text
+    from dtbt_tf.config import ConfigError, atomic_write_text, replace_marked_section
     from dtbt_tf.data import dcase
     from dtbt_tf.data.synth import make_dataset, synthetic_preset_for
     from dtbt_tf.inference import infer_files
@@ -119,6 +120,8 @@ def main(argv=None) -> int:
     atomic_write_text(os.path.join(RESULTS, "nmax3.md"),
                       "# Nmax = 3 against Nmax = 2 on three-source test scenes\n\n"
                       f"Measured {result['date']} by `python benchmarks/nmax3.py` (see its docstring).\n\n" + md)
+    if not args.no_readme:
+        replace_marked_section(os.path.join(ROOT, "README.md"), "nmax3", md)
     print(md)
     return 0
 

@@ -34,7 +34,6 @@ PAPER = {
     ("mic", True): {"dmotp": (11.8, None, None, None), "dmotp_act": (8.7, 71.3, 1982, 87.3),
                     "full": (8.5, 72.1, 1812, 87.6)},
 }
-MARK_BEGIN, MARK_END = "<!-- table1:begin -->", "<!-- table1:end -->"
 
 
 def parse_args(argv=None):
@@ -116,7 +115,7 @@ def markdown(results: dict) -> str:
 
 
 def _write_outputs(no_readme: bool):
-    from dtbt_tf.config import atomic_write_text
+    from dtbt_tf.config import atomic_write_text, replace_marked_section
 
     results = {}
     for fmt in ("foa", "mic"):
@@ -130,13 +129,7 @@ def _write_outputs(no_readme: bool):
              "construction). Paper figures are on the real DCASE2020 dev set.\n")
     atomic_write_text(os.path.join(RESULTS, "table1.md"), "# Table I on synthetic data\n\n" + notes + "\n" + md)
     if not no_readme:
-        readme = os.path.join(ROOT, "README.md")
-        with open(readme) as f:
-            text = f.read()
-        if MARK_BEGIN in text and MARK_END in text:
-            head, rest = text.split(MARK_BEGIN, 1)
-            _, tail = rest.split(MARK_END, 1)
-            atomic_write_text(readme, head + MARK_BEGIN + "\n" + md + MARK_END + tail)
+        replace_marked_section(os.path.join(ROOT, "README.md"), "table1", md)
     print(md)
 
 

@@ -140,6 +140,19 @@ def atomic_write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
+def replace_marked_section(path: str, marker: str, text: str) -> bool:
+    """Replace what lies between `<!-- {marker}:begin -->` and `<!-- {marker}:end -->` in the file at `path`
+    (a README table kept up to date by the benchmark that measures it); False if the markers are missing."""
+    begin, end = f"<!-- {marker}:begin -->", f"<!-- {marker}:end -->"
+    with open(path) as f:
+        current = f.read()
+    if begin not in current or end not in current:
+        return False
+    head, rest = current.split(begin, 1)
+    atomic_write_text(path, head + begin + "\n" + text + end + rest.split(end, 1)[1])
+    return True
+
+
 def save_json(obj: Any, path: str) -> None:
     """Save a config dataclass (or a dict of them / plain data) as JSON, atomically."""
 
