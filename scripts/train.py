@@ -12,7 +12,9 @@ Defaults (`--preset quick`): {epochs} epochs, batch {batch}, cosine learning-rat
 every {hop_s} s ({hop} feature frames: overlapping windows, ~900 sequences per epoch on the quick set).
 Measured from scratch on 2 cores shared with other jobs (load 5-7): scenes 1 min, features 8 s, 12 epochs of
 25-70 s (0.4-1 s per step), 11:50 min in all (580 s of CPU: ~6-7 min on an idle machine); test LE 22 deg,
-LR 80%, MOTA 61%.
+LR 80%, MOTA 61% with the 30-epoch Hnet of commit c4abe68 (seeds 0/1 on 2026-12-02: LE 22.4/20.2, MOTA
+61.0/57.8%). With the shipped, sharper Hnet: LE 26.5/24.0 deg, MOTA 50.6/54.9% (seeds 0/1, 8:43 min with data
+and features cached) -- under investigation.
 The paper's setting: --data <DCASE2020 root> --preset paper (200 epochs, batch 32) on a GPU.
 
 Resume a killed run:   python scripts/train.py --out runs/<run> --resume [--epochs N]
