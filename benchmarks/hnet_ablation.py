@@ -53,8 +53,7 @@ def main(argv=None) -> int:
     import numpy as np
 
     from dtbt_tf.config import atomic_write_text
-    from dtbt_tf.hnet_training import (EVAL_SETS, HnetTrainConfig, association_scores, compile_hnet,
-                                       make_hnet_data, predict_association, targets)
+    from dtbt_tf.hnet_training import HnetTrainConfig, compile_hnet, evaluate_hnet, make_hnet_data, targets
     from dtbt_tf.models.hnet import build_hnet
 
     n, size = args.n_max, args.train_size
@@ -63,15 +62,14 @@ def main(argv=None) -> int:
     hard = make_hnet_data(n, size // 2, 7, layout="training", max_margin=0.1, **common)
     quarter = size // 4
     mixed = [{k: v[:quarter] for k, v in base[0].items()}, {k: v[:quarter] for k, v in base[1].items()}, hard]
-    fresh = {f"{lay}/{dirs}": make_hnet_data(n, args.eval_size, 555_000 + k, layout=lay, directions=dirs)
-             for k, (lay, dirs) in enumerate(EVAL_SETS)}
+    datasets = {with_hard: {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}  # built once, used per variant
+                for with_hard, parts in ((False, base), (True, mixed))}
     defaults = {k: v.default for k, v in inspect.signature(build_hnet).parameters.items() if k in PAPER}
     rows = []
     for i, (name, options, hard_fraction, lr) in enumerate(VARIANTS):
         if args.only is not None and i not in args.only:
             continue
-        parts = mixed if hard_fraction else base
-        data = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        data = datasets[bool(hard_fraction)]
         keras.utils.set_random_seed(0)
         cfg = HnetTrainConfig(n_max=n, epochs=args.epochs, lr=lr, batch_size=512)
         model = build_hnet(n, **options)
@@ -80,9 +78,8 @@ def main(argv=None) -> int:
         model.fit(data["distance"], targets(data["association"]), batch_size=cfg.batch_size, epochs=args.epochs,
                   shuffle=True, verbose=0)
         seconds = time.perf_counter() - t0
-        scores = {key: round(100 * association_scores(predict_association(model, d["distance"]),
-                                                      d["association"])["exact_match"], 2)
-                  for key, d in fresh.items()}
+        scores = {key: round(100 * m["exact_match"], 2)
+                  for key, m in evaluate_hnet(model, n, size=args.eval_size, seed=555_000).items()}
         rows.append({"variant": name, "architecture": {**defaults, **options}, "hard_fraction": hard_fraction,
                      "lr": lr, "train_seconds": round(seconds, 1), "exact_match_pct": scores})
         print(f"{name:34s} " + "  ".join(f"{k} {v:.2f}" for k, v in scores.items()) + f"  ({seconds:.0f} s)",
