@@ -147,6 +147,26 @@ def test_resume_rewrites_only_missing_shard(tiny, tmp_path):
     assert not [f for f in os.listdir(out) if ".tmp" in f]
 
 
+def test_rerun_on_finished_folder_never_removes_its_manifest(tiny, tmp_path, monkeypatch):
+    """A second job reusing a finished folder (train.py reruns extraction) must not make the manifest vanish
+    under a job that is reading it."""
+    out = str(tmp_path / "feat")
+    extract_dataset(tiny, "foa", out, shard_files=2, progress=False)
+    before = _manifest(out)
+    shards = [s for info in before["splits"].values() for s in info["shards"]]
+    mtimes = {s: os.stat(os.path.join(out, s)).st_mtime_ns for s in shards}
+    remove = os.remove
+
+    def guarded_remove(path, *a, **kw):
+        assert os.path.basename(path) != "manifest.json", "manifest removed on a finished folder"
+        remove(path, *a, **kw)
+
+    monkeypatch.setattr(os, "remove", guarded_remove)
+    extract_dataset(tiny, "foa", out, shard_files=2, progress=False)
+    assert _manifest(out) == before
+    assert {s: os.stat(os.path.join(out, s)).st_mtime_ns for s in shards} == mtimes
+
+
 def test_one_thread_and_two_threads_write_identical_shards(tiny, extracted, tmp_path):
     out = str(tmp_path / "feat")
     extract_dataset(tiny, "foa", out, n_max=2, shard_files=2, workers=1, progress=False)

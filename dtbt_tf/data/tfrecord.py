@@ -210,12 +210,10 @@ def _ordered_map(fn, items, workers: int):
             yield pending.popleft().result()
 
 
-def _clean_stale(out_dir: str, planned: set[str]) -> None:
-    """Remove temporaries of killed runs and shards of an older plan (only our own file patterns)."""
-    for fname in os.listdir(out_dir):
-        stale_shard = _SHARD_RE.match(fname) and fname.removesuffix(".json") not in planned
-        if _TMP_RE.match(fname) or stale_shard:
-            os.remove(os.path.join(out_dir, fname))
+def _stale_files(out_dir: str, planned: set[str]) -> list[str]:
+    """Temporaries of killed runs and shards of an older plan in ``out_dir`` (only our own file patterns)."""
+    return [os.path.join(out_dir, f) for f in os.listdir(out_dir)
+            if _TMP_RE.match(f) or (_SHARD_RE.match(f) and f.removesuffix(".json") not in planned)]
 
 
 def _write_shards(out_dir, todo, cfg, n_max, workers, bar) -> None:
@@ -299,11 +297,17 @@ def extract_dataset(root: str, fmt: str, out_dir: str, n_max: int = 2, splits: d
     path = os.path.join(out_dir, MANIFEST)
     if os.path.exists(path):
         _check_same_job(path, cfg, n_max)
-        os.remove(path)  # rewritten at the end; until then the folder is an unfinished job
     os.makedirs(out_dir, exist_ok=True)
-    _clean_stale(out_dir, {sh.name for sh in shards})
     indexes = {sh.name: _finished_index(out_dir, sh, cfg, n_max) for sh in shards}
     todo = [sh for sh in shards if indexes[sh.name] is None]
+    stale = _stale_files(out_dir, {sh.name for sh in shards})
+    if todo or stale:
+        # Work to do: until the manifest is rewritten at the end the folder is an unfinished job. A finished
+        # folder keeps its manifest throughout, so a second job reusing it never finds it missing.
+        if os.path.exists(path):
+            os.remove(path)
+        for f in stale:
+            os.remove(f)
     n_files = sum(len(sh.jobs) for sh in shards)
     n_todo = sum(len(sh.jobs) for sh in todo)
     with tqdm(total=n_files, initial=n_files - n_todo, unit="file", desc=f"{fmt} features",
