@@ -37,6 +37,8 @@ PAPER = {
 
 
 def parse_args(argv=None):
+    from dtbt_tf.config import LossConfig  # light: no TensorFlow import
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--format", dest="fmt", choices=("foa", "mic"), default="foa")
     p.add_argument("--augment", action="store_true",
@@ -50,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--hnet", default=None, help="Hnet folder for every run; default saved_models/hnet_n2")
+    p.add_argument("--hnet-temperature", type=float, default=LossConfig().hnet_temperature,
+                   help="train through sigmoid(Hnet logits / T) (scripts/train.py --hnet-temperature); default "
+                        "%(default)s. The README's table was measured with 1 through the c4abe68 Hnet snapshot")
     p.add_argument("--runs", default=os.path.join("runs", "table1"), help="where the runs live")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table section")
     return p.parse_args(argv)
@@ -68,7 +73,7 @@ def _run_one(loss, data_root, args, run_dir):
         spent = json.load(open(time_path))["seconds"] if os.path.isfile(time_path) else 0.0
         settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         t0 = time.perf_counter()
-        train(data=data_root, fmt=args.fmt, loss_cfg=LossConfig(name=loss), hnet=args.hnet, settings=settings,
+        train(data=data_root, fmt=args.fmt, loss_cfg=LossConfig(name=loss, hnet_temperature=args.hnet_temperature), hnet=args.hnet, settings=settings,
               out=run_dir, resume=resume, verbose=2)
         from dtbt_tf.config import atomic_write_text
 
@@ -177,7 +182,8 @@ def _save_row(row: dict, data_root: str, args) -> None:
     settings = existing.setdefault("settings", {})
     first_date = settings.get(key, {}).get("date", datetime.date.today().isoformat())
     settings[key] = {  # "date": when the first row of this group was measured; each row has its own "measured"
-        "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "epochs": args.epochs,
+        "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "hnet_temperature": args.hnet_temperature,
+        "epochs": args.epochs,
         "batch_size": args.batch_size, "seed": args.seed,
         "factor": args.factor if args.augment else None,
         "date": first_date, "cpus": os.cpu_count(), "machine": platform.machine()}

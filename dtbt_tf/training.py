@@ -247,7 +247,7 @@ def _load_hnet_for(path: str | None, loss_cfg: LossConfig, n_max: int):
     if not os.path.exists(path):
         raise ConfigError(f"{path}: no Hnet for n_max={n_max} (train one with scripts/train_hnet.py "
                           f"--n-max {n_max} or pass --hnet)")
-    return load_hnet(path, n_max=n_max), os.path.abspath(path)
+    return load_hnet(path, n_max=n_max, temperature=loss_cfg.hnet_temperature), os.path.abspath(path)
 
 
 def predict_features(model: keras.Model, features: np.ndarray, window: int, predict_fn=None, max_batch: int = 32):

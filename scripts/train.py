@@ -11,10 +11,11 @@ test_metrics.json, export/.
 Defaults (`--preset quick`): {epochs} epochs, batch {batch}, cosine learning-rate decay, 5 s training windows
 every {hop_s} s ({hop} feature frames: overlapping windows, ~900 sequences per epoch on the quick set).
 Measured from scratch on 2 cores shared with other jobs (load 5-7): scenes 1 min, features 8 s, 12 epochs of
-25-70 s (0.4-1 s per step), 11:50 min in all (580 s of CPU: ~6-7 min on an idle machine); test LE 22 deg,
-LR 80%, MOTA 61% with the 30-epoch Hnet of commit c4abe68 (seeds 0/1 on 2026-12-02: LE 22.4/20.2, MOTA
-61.0/57.8%). With the shipped, sharper Hnet: LE 26.5/24.0 deg, MOTA 50.6/54.9% (seeds 0/1, 8:43 min with data
-and features cached) -- under investigation.
+25-70 s (0.4-1 s per step), 11:50 min in all (580 s of CPU: ~6-7 min on an idle machine). Test split, seeds
+0/1 (--seed), 2026-12-02: LE 22.2/21.5 deg, LR 83.4/79.2%, MOTA 61.7/58.0%, IDS 271/228 through the shipped
+Hnet at the default --hnet-temperature 5; at temperature 1 the shipped Hnet, sharper than its predecessor,
+gave LE 26.5/24.0 deg, MOTA 50.6/54.9%, and the 30-epoch Hnet of commit c4abe68 (Table I's) LE 22.4/20.2 deg,
+MOTA 61.0/57.8%.
 The paper's setting: --data <DCASE2020 root> --preset paper (200 epochs, batch 32) on a GPU.
 
 Resume a killed run:   python scripts/train.py --out runs/<run> --resume [--epochs N]
@@ -68,6 +69,9 @@ def parse_args(argv=None):
     p.add_argument("--activity-target", choices=("hnet", "labels"), default=d.activity_target,
                    help="activity BCE target: row maxima of the Hnet association binarised at 0.5 (hnet, the "
                         "paper) or the references carried to the regressors by the exact assignment (labels)")
+    p.add_argument("--hnet-temperature", type=float, default=d.hnet_temperature,
+                   help="train through sigmoid(Hnet logits / T): smooths the gradient of a sharp Hnet without "
+                        "changing any thresholded association; default %(default)s")
     p.add_argument("--threshold", type=float, default=0.5, help="activity threshold at inference; default 0.5")
     p.add_argument("--conv-filters", type=int, default=128, help="DOAnet conv filters; default 128 (paper)")
     p.add_argument("--rnn-units", type=int, default=128, help="DOAnet GRU units; default 128 (paper)")
@@ -101,7 +105,7 @@ def main(argv=None) -> int:
             jit_compile=args.jit_compile, threshold=args.threshold)
         loss_cfg = LossConfig(name=args.loss, w_dmotp=args.w_dmotp, w_dmota=args.w_dmota,
                               w_activity=args.w_activity, hard_gate=args.hard_gate,
-                              activity_target=args.activity_target)
+                              activity_target=args.activity_target, hnet_temperature=args.hnet_temperature)
         doanet_cfg = DoanetConfig(fmt=args.fmt, n_max=args.n_max, conv_filters=args.conv_filters,
                                   rnn_units=args.rnn_units, fc_units=args.fc_units, dropout=args.dropout)
         train(data=args.data, fmt=args.fmt, loss_cfg=loss_cfg, hnet=args.hnet, n_max=args.n_max,

@@ -129,6 +129,26 @@ def test_keras_round_trip_and_load_hnet(tmp_path):
     np.testing.assert_allclose(traced(Dt).numpy(), A.numpy(), atol=1e-6)
 
 
+def test_load_hnet_temperature_keeps_decisions_and_softens(tmp_path):
+    """sigmoid(logits / T): the same side of 0.5 everywhere, entries pulled towards 0.5, gradients kept."""
+    model = build_hnet(2, units=8)
+    model.save(tmp_path / "hnet.keras")
+    D = np.random.default_rng(4).uniform(0, 2, (256, 2, 2)).astype(np.float32)
+    sharp = load_hnet(tmp_path).predict_on_batch(D)
+    soft_model = load_hnet(tmp_path, temperature=4.0)
+    assert not soft_model.trainable_weights
+    soft = soft_model.predict_on_batch(D)
+    logits = keras.Model(model.inputs[0], model.get_layer("logits").output).predict_on_batch(D)
+    np.testing.assert_allclose(soft, 1.0 / (1.0 + np.exp(-logits / 4.0)), atol=1e-6)
+    np.testing.assert_array_equal(soft > 0.5, sharp > 0.5)
+    assert np.all(np.abs(soft - 0.5) <= np.abs(sharp - 0.5) + 1e-7)
+    assert np.mean(np.abs(soft - 0.5)) < np.mean(np.abs(sharp - 0.5))
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        load_hnet(tmp_path, temperature=0.0)
+    with pytest.raises(ValueError, match="outputs='association' only"):
+        load_hnet(tmp_path, outputs="all", temperature=2.0)
+
+
 def test_load_hnet_errors(tmp_path):
     build_hnet(2, units=8).save(tmp_path / "hnet.keras")
     with pytest.raises(ValueError, match="n_max=2.*n_max=3"):

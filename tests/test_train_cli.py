@@ -32,9 +32,10 @@ def setup(tmp_path_factory):
 def test_cli_end_to_end(setup):
     base, root, hnet = setup
     out = base / "run"
-    proc = _run(["--loss", "full", "--data", root, "--hnet", hnet, "--epochs", "1", "--batch-size", "2",
-                 "--seq-hop", "50", "--out", str(out), *SMALL], cwd=base)
+    proc = _run(["--loss", "full", "--data", root, "--hnet", hnet, "--hnet-temperature", "3", "--epochs", "1",
+                 "--batch-size", "2", "--seq-hop", "50", "--out", str(out), *SMALL], cwd=base)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "run_config.json").read_text())["loss_config"]["hnet_temperature"] == 3.0
     assert "LE (deg)" in proc.stdout and "MOTA (%)" in proc.stdout  # the metric table
     for name in ("run_config.json", "best.keras", "ckpt", "tb", "test_metrics.json", "predictions", "export"):
         assert (out / name).exists(), name
@@ -97,6 +98,8 @@ def test_cli_bad_input_is_one_line_exit_2(setup):
     assert not any(line.startswith("Traceback") for line in lines)
     proc = _run(["--data", str(base / "missing"), "--hnet", hnet, "--out", str(base / "bad2")], cwd=base)
     assert proc.returncode == 2 and "missing: data folder not found" in proc.stderr
+    proc = _run(["--data", root, "--hnet", hnet, "--hnet-temperature", "0", "--out", str(base / "bad3")], cwd=base)
+    assert proc.returncode == 2 and "error: hnet_temperature must be > 0" in proc.stderr
 
 
 def _free_ports(n):

@@ -106,17 +106,25 @@ def _resolve_path(path_or_n_max) -> Path:
     return path
 
 
-def load_hnet(path_or_n_max, n_max: int | None = None, outputs: str = "association") -> keras.Model:
+def load_hnet(path_or_n_max, n_max: int | None = None, outputs: str = "association",
+              temperature: float = 1.0) -> keras.Model:
     """Load a trained Hnet for frozen use (trainable = False).
 
     path_or_n_max: an int N (the shipped ``saved_models/hnet_n{N}``), a model folder, or a .keras file.
     n_max: if given, a ValueError is raised when the model was trained for another N.
     outputs: "association" -> the model maps D (batch, N, N) to Ã (batch, N, N);
     "all" -> the dict outputs of :func:`build_hnet`.
+    temperature: with "association", Ã = sigmoid(logits / temperature). Every entry keeps its side of 0.5
+    (thresholded associations do not change), but a sharp Hnet's Ã becomes a smoother function of D, so its
+    gradient w.r.t. D is not ~0 almost everywhere with rare spikes (see DOAnet training, LossConfig).
     Use :func:`apply_hnet` for D with extra leading axes, e.g. (batch, T, N, N).
     """
     if outputs not in ("association", "all"):
         raise ValueError(f"outputs must be 'association' or 'all', got {outputs!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if temperature != 1.0 and outputs != "association":
+        raise ValueError("temperature applies to outputs='association' only")
     path = _resolve_path(path_or_n_max)
     try:
         model = keras.saving.load_model(path, compile=False)
@@ -126,7 +134,11 @@ def load_hnet(path_or_n_max, n_max: int | None = None, outputs: str = "associati
     if n_max is not None and found != n_max:
         raise ValueError(f"{path}: Hnet was trained for n_max={found}, but n_max={n_max} was asked for")
     if outputs == "association":
-        model = keras.Model(model.inputs[0], model.output["association"], name=f"hnet_n{found}_association")
+        association = model.output["association"]
+        if temperature != 1.0:
+            logits = model.get_layer("logits").output
+            association = keras.layers.Activation("sigmoid", name="association_t")(logits / temperature)
+        model = keras.Model(model.inputs[0], association, name=f"hnet_n{found}_association")
     model.trainable = False
     return model
 
