@@ -531,7 +531,8 @@ def model_card(info: dict) -> str:
         "- SavedModel at this folder's root: `serving_default` takes `distance` float32 (batch, N, N), returns",
         "  `association` float32 (batch, N, N); loads with `tf.saved_model.load` alone.",
         f"- `{HNET_KERAS_FILE}`: Keras model (dict outputs association, row_max, col_max); "
-        "`dtbt_tf.models.hnet.load_hnet(N)` loads it frozen.",
+        "`dtbt_tf.models.hnet.load_hnet(N)` loads it frozen. DOAnet training reads it through",
+        "  sigmoid(logits / T), `scripts/train.py --hnet-temperature` (default 5; see the README's \"Hnet\").",
         f"- `{HNET_CONFIG_FILE}`: training config, metrics and timing as JSON.",
         "",
         "## Architecture",
