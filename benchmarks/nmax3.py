@@ -57,8 +57,9 @@ def _train(n_max: int, hnet: str | None, args) -> tuple[str, float]:
         resume = os.path.isfile(os.path.join(run_dir, "run_config.json"))
         spent = json.load(open(time_path))["seconds"] if os.path.isfile(time_path) else 0.0
         t0 = time.perf_counter()
-        train(None, "foa", LossConfig(name="full", hnet_temperature=args.hnet_temperature), hnet=hnet, n_max=n_max, out=run_dir, resume=resume,
-              settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed), verbose=2)
+        train(None, "foa", LossConfig(name="full", hnet_temperature=args.hnet_temperature), hnet=hnet, n_max=n_max,
+              out=run_dir, resume=resume, verbose=2,
+              settings=TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed))
         atomic_write_text(time_path, json.dumps({"seconds": spent + time.perf_counter() - t0}))
     else:
         print(f"[nmax3] reusing {run_dir}")
@@ -96,7 +97,7 @@ def markdown(result: dict) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     sys.path.insert(0, ROOT)
-    from dtbt_tf.config import ConfigError, atomic_write_text, replace_marked_section
+    from dtbt_tf.config import ConfigError, LossConfig, atomic_write_text, from_dict, replace_marked_section
     from dtbt_tf.data import dcase
     from dtbt_tf.data.synth import make_dataset, synthetic_preset_for
     from dtbt_tf.inference import infer_files
@@ -115,7 +116,7 @@ def main(argv=None) -> int:
             infer_files([r.audio_path for r in test], os.path.join(run_dir, "export"), pred_dir)
             run_cfg = json.load(open(os.path.join(run_dir, "run_config.json")))
             result[f"n{n}"] = {"run_dir": run_dir, "hnet": run_cfg["hnet"],
-                               "hnet_temperature": run_cfg["loss_config"].get("hnet_temperature", 1.0),
+                               "hnet_temperature": from_dict(LossConfig, run_cfg["loss_config"]).hnet_temperature,
                                "train_min": round(minutes, 1),
                                "scores": _scores(pred_dir, ref_dir, names)}
     except (ConfigError, ValueError) as e:

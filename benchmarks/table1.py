@@ -61,7 +61,7 @@ def parse_args(argv=None):
 
 
 def _run_one(loss, data_root, args, run_dir):
-    from dtbt_tf.config import LossConfig
+    from dtbt_tf.config import LossConfig, from_dict
     from dtbt_tf.training import TrainSettings, train
 
     metrics_path = os.path.join(run_dir, "test_metrics.json")
@@ -73,8 +73,9 @@ def _run_one(loss, data_root, args, run_dir):
         spent = json.load(open(time_path))["seconds"] if os.path.isfile(time_path) else 0.0
         settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
         t0 = time.perf_counter()
-        train(data=data_root, fmt=args.fmt, loss_cfg=LossConfig(name=loss, hnet_temperature=args.hnet_temperature), hnet=args.hnet, settings=settings,
-              out=run_dir, resume=resume, verbose=2)
+        loss_cfg = LossConfig(name=loss, hnet_temperature=args.hnet_temperature)
+        train(data=data_root, fmt=args.fmt, loss_cfg=loss_cfg, hnet=args.hnet, settings=settings, out=run_dir,
+              resume=resume, verbose=2)
         from dtbt_tf.config import atomic_write_text
 
         atomic_write_text(time_path, json.dumps({"seconds": spent + time.perf_counter() - t0}))
@@ -82,8 +83,10 @@ def _run_one(loss, data_root, args, run_dir):
         metrics = json.load(f)
     with open(time_path) as f:
         seconds = json.load(f)["seconds"]
+    with open(os.path.join(run_dir, "run_config.json")) as f:
+        hnet_temperature = from_dict(LossConfig, json.load(f)["loss_config"]).hnet_temperature  # a reused run's
     return {"loss": loss, **{k: metrics.get(k) for k in COLUMNS if k != "train_min"},
-            "train_min": round(seconds / 60.0, 1), "run_dir": run_dir,
+            "train_min": round(seconds / 60.0, 1), "run_dir": run_dir, "hnet_temperature": hnet_temperature,
             "measured": datetime.date.fromtimestamp(os.path.getmtime(metrics_path)).isoformat()}
 
 
@@ -182,8 +185,7 @@ def _save_row(row: dict, data_root: str, args) -> None:
     settings = existing.setdefault("settings", {})
     first_date = settings.get(key, {}).get("date", datetime.date.today().isoformat())
     settings[key] = {  # "date": when the first row of this group was measured; each row has its own "measured"
-        "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "hnet_temperature": args.hnet_temperature,
-        "epochs": args.epochs,
+        "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "epochs": args.epochs,
         "batch_size": args.batch_size, "seed": args.seed,
         "factor": args.factor if args.augment else None,
         "date": first_date, "cpus": os.cpu_count(), "machine": platform.machine()}

@@ -9,7 +9,7 @@ import dataclasses
 import json
 import os
 from dataclasses import dataclass
-from typing import Any, Type, TypeVar
+from typing import Any, ClassVar, Type, TypeVar
 
 FORMATS = ("foa", "mic")
 FORMAT_CHANNELS = {"foa": 7, "mic": 10}  # feature channels: 4 log-mel + 3 intensity (FOA) / 6 GCC-PHAT (MIC)
@@ -108,6 +108,8 @@ class LossConfig:
     # hnet_n2 is so sharp (dA/dD ~0 almost everywhere, rare spikes) that T = 1 trained worse DOAnets: main job,
     # seeds 0/1, LE 26.5/24.0 deg, MOTA 50.6/54.9 %; T = 5: 22.2/21.5 deg, 61.7/58.0 % (README, "Hnet").
     hnet_temperature: float = 5.0
+    # Values of fields that configs saved before the field existed were run with (see from_dict).
+    SAVED_BEFORE: ClassVar[dict] = {"hnet_temperature": 1.0}
 
     def __post_init__(self):
         if not self.hnet_temperature > 0:
@@ -131,11 +133,13 @@ def to_dict(cfg) -> dict:
 
 
 def from_dict(cls: Type[T], d: dict) -> T:
+    """A config from its saved dict. Fields missing from it take the class's ``SAVED_BEFORE`` value (what runs
+    saved before the field existed used, so a resumed old run keeps its setting), else the default."""
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
         raise ConfigError(f"{cls.__name__}: unknown keys {sorted(unknown)}")
-    return cls(**d)
+    return cls(**{**getattr(cls, "SAVED_BEFORE", {}), **d})
 
 
 def atomic_write_text(path: str, text: str) -> None:

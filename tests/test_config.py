@@ -1,4 +1,6 @@
-"""File helpers of dtbt_tf.config that the benchmarks use to keep README tables current."""
+"""dtbt_tf.config: config serialisation, and the file helpers the benchmarks use to keep README tables current."""
+import pytest
+
 from dtbt_tf.config import replace_marked_section
 
 
@@ -10,3 +12,16 @@ def test_replace_marked_section_rewrites_only_between_markers(tmp_path):
                                   "<!-- u:begin -->\nkeep\n<!-- u:end -->\n")
     assert not replace_marked_section(str(readme), "missing", "x\n")
     assert list(tmp_path.iterdir()) == [readme]  # no temporary file left behind
+
+
+def test_saved_loss_config_without_temperature_keeps_the_temperature_it_ran_with():
+    """Runs saved before hnet_temperature existed trained at T = 1: resuming them must not switch to the new
+    default."""
+    from dtbt_tf.config import ConfigError, LossConfig, from_dict, to_dict
+
+    assert LossConfig().hnet_temperature == 5.0
+    old = {k: v for k, v in to_dict(LossConfig()).items() if k != "hnet_temperature"}
+    assert from_dict(LossConfig, old).hnet_temperature == 1.0
+    assert from_dict(LossConfig, to_dict(LossConfig(hnet_temperature=3.0))).hnet_temperature == 3.0
+    with pytest.raises(ConfigError, match=r"unknown keys \['bogus'\]"):
+        from_dict(LossConfig, {**old, "bogus": 1})
