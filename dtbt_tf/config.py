@@ -77,7 +77,17 @@ class DoanetConfig:
         check_format(self.fmt)
         if self.n_max < 1:
             raise ConfigError(f"n_max must be >= 1, got {self.n_max}")
+        for name in ("n_mels", "conv_filters", "rnn_units", "fc_units"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         object.__setattr__(self, "pool_sizes", tuple(tuple(p) for p in self.pool_sizes))
+        freq_pool = 1
+        for _, f in self.pool_sizes:
+            freq_pool *= f
+        if self.n_mels % freq_pool:
+            raise ConfigError(f"n_mels={self.n_mels} is not divisible by the frequency pooling {freq_pool}")
 
     @property
     def n_channels(self) -> int:
@@ -92,6 +102,7 @@ class DoanetConfig:
 
 
 LOSSES = ("mse", "dmotp", "dmotp_act", "full", "pit")
+RUN_CONFIG_NAME = "run_config.json"
 
 
 @dataclass(frozen=True)
@@ -104,14 +115,16 @@ class LossConfig:
     w_activity: float = 10.0
     hard_gate: bool = False  # reference code's A <- A * (A > 0.5)
     activity_target: str = "hnet"  # 'hnet' (row maxima of A binarised, paper) or 'labels'
-    # A = sigmoid(Hnet logits / T) in DOAnet training; every thresholded association is unchanged. The shipped
-    # hnet_n2 is so sharp (dA/dD ~0 almost everywhere, rare spikes) that T = 1 trained worse DOAnets: main job,
-    # seeds 0/1, LE 26.5/24.0 deg, MOTA 50.6/54.9 %; T = 5: 22.2/21.5 deg, 61.7/58.0 % (README, "Hnet").
+    # A = sigmoid(Hnet logits / T) in DOAnet training; every thresholded association is unchanged. A sharp Hnet
+    # has dA/dD ~0 almost everywhere with rare spikes; T > 1 smooths that gradient (README, "Hnet").
     hnet_temperature: float = 5.0
     # Values of fields that configs saved before the field existed were run with (see from_dict).
     SAVED_BEFORE: ClassVar[dict] = {"hnet_temperature": 1.0}
 
     def __post_init__(self):
+        for name in ("w_dmotp", "w_dmota", "w_activity"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not self.hnet_temperature > 0:
             raise ConfigError(f"hnet_temperature must be > 0, got {self.hnet_temperature!r}")
         if self.name not in LOSSES:
@@ -196,7 +209,7 @@ def check_compatible(expected: FeatureConfig, found: FeatureConfig, where: str) 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Presets
+# Presets and the run configuration
 
 
 @dataclass(frozen=True)
@@ -213,3 +226,138 @@ TRAIN_PRESETS = {
     "quick": TrainPreset(dataset="quick", epochs=12, batch_size=16, lr=1e-3),
     "paper": TrainPreset(dataset="paper", epochs=200, batch_size=32, lr=1e-3),
 }
+STRATEGIES = ("default", "mirrored", "multiworker")
+SCHEDULES = ("constant", "cosine")
+DEFAULT_SEQ_HOP = 125  # feature frames between training windows (2.5 s: windows overlap by half)
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """How a run trains. Frames are feature frames (5 per label frame).
+
+    seq_hop: step between training windows of ``FeatureConfig.seq_frames`` (250) frames; a hop below 250 gives
+    overlapping windows, i.e. more (correlated) training sequences per epoch (window borders also move by a
+    random offset per file and epoch). schedule: 'constant' lr or 'cosine' decay from lr to 5 % of it over all
+    the steps of ``epochs``. seed: initialisation and data order (the synthetic dataset always uses its own
+    seed 0). preset: synthetic dataset used when no data is given.
+    """
+
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float = 1e-3
+    schedule: str = "cosine"
+    seq_hop: int = DEFAULT_SEQ_HOP
+    seed: int = 0
+    strategy: str = "default"
+    mixed_precision: bool = False
+    jit_compile: bool = False
+    preset: str = "quick"
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
+            raise ConfigError(f"epochs, batch_size must be >= 1 and lr > 0 (got {self.epochs}, {self.batch_size}, "
+                              f"{self.lr})")
+        if self.seq_hop < 5 or self.seq_hop % 5:
+            raise ConfigError(f"seq_hop must be a positive multiple of 5 feature frames, got {self.seq_hop}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"unknown schedule {self.schedule!r}; expected one of {SCHEDULES}")
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(f"unknown strategy {self.strategy!r}; expected one of {STRATEGIES}")
+        if self.preset not in TRAIN_PRESETS:
+            raise ConfigError(f"unknown preset {self.preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+
+    @classmethod
+    def from_preset(cls, preset: str = "quick", **overrides) -> "TrainSettings":
+        """Settings of a named preset (:data:`TRAIN_PRESETS`: epochs, batch size, lr); None overrides ignored."""
+        if preset not in TRAIN_PRESETS:
+            raise ConfigError(f"unknown preset {preset!r}; expected one of {sorted(TRAIN_PRESETS)}")
+        p = TRAIN_PRESETS[preset]
+        base = dict(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, preset=preset)
+        base.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """How a model's outputs become detections: a slot counts in a frame when its activity > ``threshold``;
+    ``use_activity`` False (models trained without the activity loss: mse, dmotp) counts every slot in every
+    frame (LR = 100 %, as in the paper). Travels with every export; inference reads it from there."""
+
+    threshold: float = 0.5
+    use_activity: bool = True
+
+    def __post_init__(self):
+        if not 0.0 < self.threshold < 1.0:
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+
+    @classmethod
+    def for_loss(cls, loss: "LossConfig", threshold: float = 0.5) -> "InferenceConfig":
+        return cls(threshold=threshold, use_activity=loss.uses_activity)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything a training run is: saved as ``run_config.json`` in its folder, only after all of it is valid.
+
+    data_dir: the TFRecord feature folder it trains on (absolute); hnet: the frozen Hnet's path (None for the
+    losses that use none: mse, pit).
+    """
+
+    feature: FeatureConfig
+    model: DoanetConfig
+    loss: LossConfig
+    train: TrainSettings
+    inference: InferenceConfig
+    data_dir: str | None = None
+    hnet: str | None = None
+
+    # fields of run_config.json -> attribute names (the file keeps the names of the first runs)
+    KEYS: ClassVar[dict] = {"feature_config": "feature", "doanet_config": "model", "loss_config": "loss",
+                            "train": "train", "inference_config": "inference", "data_dir": "data_dir",
+                            "hnet": "hnet"}
+    # fields that may differ when a run is resumed: more epochs continue the run (the cosine schedule is
+    # stretched from where it is)
+    RESUMABLE_CHANGES: ClassVar[tuple] = ("train.epochs",)
+
+    def __post_init__(self):
+        if (self.model.fmt, self.model.n_mels) != (self.feature.fmt, self.feature.n_mels):
+            raise ConfigError(f"model config ({self.model.fmt}, n_mels={self.model.n_mels}) does not match the "
+                              f"feature config ({self.feature.fmt}, n_mels={self.feature.n_mels})")
+        if self.inference.use_activity != self.loss.uses_activity:
+            raise ConfigError(f"inference use_activity={self.inference.use_activity} but loss {self.loss.name!r} "
+                              f"{'trains' if self.loss.uses_activity else 'does not train'} the activity head")
+
+    def to_dict(self) -> dict:
+        return {key: (dataclasses.asdict(v) if dataclasses.is_dataclass(v := getattr(self, attr)) else v)
+                for key, attr in self.KEYS.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = RUN_CONFIG_NAME) -> "RunConfig":
+        """A RunConfig from ``to_dict``'s output; files of older runs (threshold in "train", no
+        "inference_config") load with what they ran with. ConfigError naming ``where`` if malformed."""
+        try:
+            train = dict(d["train"])
+            threshold = train.pop("threshold", 0.5)
+            loss = from_dict(LossConfig, d["loss_config"])
+            inference = (from_dict(InferenceConfig, d["inference_config"]) if "inference_config" in d
+                         else InferenceConfig.for_loss(loss, threshold))
+            unknown = set(d) - set(cls.KEYS)
+            if unknown:
+                raise ConfigError(f"unknown keys {sorted(unknown)}")
+            return cls(from_dict(FeatureConfig, d["feature_config"]), from_dict(DoanetConfig, d["doanet_config"]),
+                       loss, from_dict(TrainSettings, train), inference, d.get("data_dir"), d.get("hnet"))
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: malformed run config ({type(e).__name__}: {e})") from None
+
+    def differences(self, other: "RunConfig") -> list[str]:
+        """``section.field`` names whose values differ between two run configs, e.g. ["train.lr"]."""
+        a, b = self.to_dict(), other.to_dict()
+        out = []
+        for key, attr in self.KEYS.items():
+            if isinstance(a[key], dict):
+                out += [f"{attr}.{f}" for f in sorted(set(a[key]) | set(b[key])) if a[key].get(f) != b[key].get(f)]
+            elif a[key] != b[key]:
+                out.append(attr)
+        return out

@@ -35,7 +35,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from dtbt_tf import __version__
+from dtbt_tf.version import __version__
 from dtbt_tf.config import FORMATS, ConfigError, FeatureConfig, atomic_write_text, to_dict
 from dtbt_tf.data import dcase
 from dtbt_tf.features import feature_function

@@ -56,11 +56,6 @@ def build_doanet(cfg: DoanetConfig, norm_mean=None, norm_std=None, name: str = "
     Returns a keras.Model: input "features" (batch, T, n_mels, C) float32 with T a multiple of
     ``cfg.time_pool``; outputs {"doa": (batch, T/5, Nmax, 3), "activity": (batch, T/5, Nmax)}.
     """
-    freq_pool = int(np.prod([f for _, f in cfg.pool_sizes]))
-    if cfg.n_mels % freq_pool:
-        raise ConfigError(f"n_mels={cfg.n_mels} is not divisible by the frequency pooling {freq_pool}")
-    if not 0.0 <= cfg.dropout < 1.0:
-        raise ConfigError(f"dropout must be in [0, 1), got {cfg.dropout}")
     c = cfg.n_channels
     inputs = keras.Input(shape=(None, cfg.n_mels, c), name="features")
     x = inputs

@@ -35,9 +35,10 @@ from pathlib import Path
 import keras
 from keras import ops
 
+from dtbt_tf.artifacts import shipped_model
+
 HNET_KERAS_FILE = "hnet.keras"
 HNET_CONFIG_FILE = "hnet_config.json"
-SAVED_MODELS_DIR = Path(__file__).resolve().parents[2] / "saved_models"
 OUTPUT_NAMES = ("association", "row_max", "col_max")
 
 
@@ -96,7 +97,7 @@ def hnet_n_max(model: keras.Model) -> int:
 
 def _resolve_path(path_or_n_max) -> Path:
     if isinstance(path_or_n_max, int) and not isinstance(path_or_n_max, bool):
-        path = SAVED_MODELS_DIR / f"hnet_n{path_or_n_max}"
+        path = Path(shipped_model(f"hnet_n{path_or_n_max}"))
     else:
         path = Path(os.fspath(path_or_n_max))
     if path.is_dir():
