@@ -176,13 +176,20 @@ def iter_user_audio(path: str, fmt: str, channel_order: str = "acn", block_secon
     Every block but the last has exactly round(block_seconds * sample_rate) samples. Memory stays bounded by
     a few blocks whatever the file's length: the file is read block by block and resampled with soxr's
     streaming resampler, which carries the filter state across blocks, so the concatenation equals
-    `read_user_audio` of the whole file. Arguments as in `read_user_audio`.
+    `read_user_audio` of the whole file. Arguments as in `read_user_audio`. The file is checked when this is
+    called (DataError then), not at the first block.
     """
     info = _checked_info(path, fmt, channel_order)
     out_block = int(round(block_seconds * sample_rate))
     if out_block < 1:
         raise ValueError(f"block_seconds {block_seconds} gives no sample at {sample_rate} Hz")
-    in_block = max(1, int(round(block_seconds * info.sample_rate)))
+    return _blocks(info, channel_order, out_block, max(1, int(round(block_seconds * info.sample_rate))),
+                   sample_rate)
+
+
+def _blocks(info: AudioInfo, channel_order: str, out_block: int, in_block: int,
+            sample_rate: int) -> Iterator[np.ndarray]:
+    path = info.path
     stream = None
     if info.sample_rate != sample_rate:
         stream = soxr.ResampleStream(info.sample_rate, sample_rate, N_CHANNELS, dtype="float32",
