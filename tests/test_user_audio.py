@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from dtbt_tf.data import user_audio
 from dtbt_tf.data.dcase import DataError
 from dtbt_tf.data.user_audio import (audio_info, fuma_to_acn, iter_user_audio, read_user_audio,
                                      resample_note)
@@ -171,6 +172,15 @@ def test_blocks_concatenate_to_the_whole_file_read(tmp_path, sample_rate, block_
     assert all(b.shape == (size, 4) and b.dtype == np.float32 for b in blocks[:-1])
     assert 0 < len(blocks[-1]) <= size
     np.testing.assert_allclose(np.concatenate(blocks), whole, atol=1e-6, rtol=0)  # soxr streams bit-exactly
+
+
+def test_blocks_longer_than_one_file_read(tmp_path, monkeypatch):
+    """Blocks assembled from several reads (a file is read 10 s at a time) still concatenate to the whole read."""
+    monkeypatch.setattr(user_audio, "_READ_SECONDS", 0.07)
+    path = write(tmp_path / "a.wav", tones(44100, seconds=1.37), 44100)
+    blocks = list(iter_user_audio(path, "foa", block_seconds=0.5))
+    assert [len(b) for b in blocks] == [12000, 12000, 8880]
+    np.testing.assert_allclose(np.concatenate(blocks), read_user_audio(path, "foa"), atol=1e-6, rtol=0)
 
 
 def test_audio_info(tmp_path):

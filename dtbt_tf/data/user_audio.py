@@ -21,6 +21,7 @@ from dtbt_tf.data.dcase import N_CHANNELS, SAMPLE_RATE, DataError
 CHANNEL_ORDERS = ("acn", "fuma")
 RESAMPLER = "soxr"
 _SOXR_QUALITY = "HQ"  # soxr's default: 20-bit precision, passband to 95% of the output Nyquist frequency
+_READ_SECONDS = 10  # file read per call, whatever the block length: bounds the input buffer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,7 +175,7 @@ def iter_user_audio(path: str, fmt: str, channel_order: str = "acn", block_secon
     """Consecutive float32 (n, 4) blocks of the whole file at `sample_rate`, ACN/SN3D for FOA.
 
     Every block but the last has exactly round(block_seconds * sample_rate) samples. Memory stays bounded by
-    a few blocks whatever the file's length: the file is read block by block and resampled with soxr's
+    a few blocks whatever the file's length: the file is read 10 s at most at a time and resampled with soxr's
     streaming resampler, which carries the filter state across blocks, so the concatenation equals
     `read_user_audio` of the whole file. Arguments as in `read_user_audio`. The file is checked when this is
     called (DataError then), not at the first block.
@@ -183,11 +184,11 @@ def iter_user_audio(path: str, fmt: str, channel_order: str = "acn", block_secon
     out_block = int(round(block_seconds * sample_rate))
     if out_block < 1:
         raise ValueError(f"block_seconds {block_seconds} gives no sample at {sample_rate} Hz")
-    return _blocks(info, channel_order, out_block, max(1, int(round(block_seconds * info.sample_rate))),
-                   sample_rate)
+    in_frames = max(1, int(round(min(block_seconds, _READ_SECONDS) * info.sample_rate)))
+    return _blocks(info, channel_order, out_block, in_frames, sample_rate)
 
 
-def _blocks(info: AudioInfo, channel_order: str, out_block: int, in_block: int,
+def _blocks(info: AudioInfo, channel_order: str, out_block: int, in_frames: int,
             sample_rate: int) -> Iterator[np.ndarray]:
     path = info.path
     stream = None
@@ -197,8 +198,8 @@ def _blocks(info: AudioInfo, channel_order: str, out_block: int, in_block: int,
     pending, n_pending = [], 0
     with sf.SoundFile(path) as f:
         while True:
-            audio = _read(f, in_block, path)
-            last = len(audio) < in_block or f.tell() >= info.frames
+            audio = _read(f, in_frames, path)
+            last = len(audio) < in_frames or f.tell() >= info.frames
             if stream is not None:
                 audio = stream.resample_chunk(audio, last=last)
             pending.append(audio)
