@@ -21,9 +21,7 @@ def quiet_tensorflow() -> None:
     """Suppress TensorFlow's C++ start-up lines (oneDNN notices, CPU feature banners) where TF allows it; must
     run before TensorFlow is imported. An explicit TF_CPP_MIN_LOG_LEVEL in the environment wins."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # no "oneDNN custom operations are on" notice
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
-    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "2")
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

@@ -7,9 +7,10 @@ SavedModel, TF Serving layout ``<out>/<version>/`` (written by :class:`keras.exp
   ``activity`` (batch, T/5, Nmax); the training normalisation is a layer inside the model.
 - ``from_audio``: ``audio`` float32 (batch, samples, 4) at 24 kHz -> the same outputs; the samples are trimmed to
   a multiple of ``hop_length * label_hop_frames`` (2400, one label frame) and the features are computed in the
-  graph by :func:`dtbt_tf.features.extract_features`, the function training used.
+  graph by :func:`dtbt_tf.features.tf_features.extract_features`, the function training used.
 
-The version folder also holds ``assets.extra/dtbt_tf.json`` (feature and DOAnet configs, version, export time);
+The version folder also holds ``assets.extra/dtbt_tf.json`` (feature, DOAnet and inference configs, version,
+export time);
 TF Serving ignores ``assets.extra``. Reloading needs only TensorFlow: ``tf.saved_model.load(dir).signatures[...]``.
 
 TFLite: batch 1 and a fixed window (250 feature frames = 5 s by default) of a copy of the model rebuilt with fixed
@@ -25,9 +26,7 @@ hop_length, 4) samples, features in the graph) is exported with :func:`export_tf
 from __future__ import annotations
 
 import contextlib
-import datetime
 import io
-import json
 import os
 import shutil
 import tempfile
@@ -36,9 +35,12 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, LossConfig, atomic_write_text, from_dict, to_dict
-from dtbt_tf.features import extract_features
-from dtbt_tf.inference import CONFIG_FILE, WINDOW_FRAMES, tflite_sidecar_path
+from dtbt_tf.artifacts import (SIDECAR, FolderLock, load_doanet_keras, load_trained, provenance, remove_temporaries,
+                               sidecar_info, tflite_sidecar_path, write_sidecar)
+from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, InferenceConfig
+from dtbt_tf.features.tf_features import extract_features
+
+WINDOW_FRAMES = 250  # default TFLite window in feature frames (5 s), = FeatureConfig.seq_frames
 
 QUANTIZATIONS = ("fp32", "int8", "fp16")
 
@@ -59,54 +61,34 @@ def _configs_for(model: keras.Model, feature_cfg: FeatureConfig | None, doanet_c
 
 
 def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
-                  doanet_cfg: DoanetConfig | None = None):
-    """(model, feature_cfg, doanet_cfg) from a training run folder, a DOAnet ``.keras`` file or a keras.Model
-    (configs from the arguments, else from the run config, else from the model's shapes)."""
+                  doanet_cfg: DoanetConfig | None = None, inference_cfg: InferenceConfig | None = None):
+    """(model, feature_cfg, doanet_cfg, inference_cfg) from a training run folder, a DOAnet ``.keras`` file or a
+    keras.Model (configs from the arguments, else from the run config, else from the model's shapes; a bare
+    model's inference config is the default: threshold 0.5, activity used)."""
     if isinstance(run_dir_or_model, (str, os.PathLike)):
         path = os.fspath(run_dir_or_model)
         if path.endswith(".keras"):
-            if not os.path.isfile(path):
-                raise ConfigError(f"{path}: file not found")
-            import dtbt_tf.models.doanet  # noqa: F401  (registers DOAnet's custom layers for loading)
-
-            model = keras.saving.load_model(path, compile=False)
+            model = load_doanet_keras(path)
         elif os.path.isdir(path):
-            from dtbt_tf.training import load_trained
-
-            model, run_feature_cfg, run_doanet_cfg, _ = load_trained(path)
-            feature_cfg, doanet_cfg = feature_cfg or run_feature_cfg, doanet_cfg or run_doanet_cfg
+            model, run = load_trained(path)
+            feature_cfg, doanet_cfg = feature_cfg or run.feature, doanet_cfg or run.model
+            inference_cfg = inference_cfg or run.inference
+        elif os.path.exists(path):
+            raise ConfigError(f"{path}: not a training run folder or a DOAnet .keras file")
         else:
-            raise ConfigError(f"{path}: not a training run folder or a .keras file")
+            raise ConfigError(f"{path}: not found")
     else:
         model = run_dir_or_model
     feature_cfg, doanet_cfg = _configs_for(model, feature_cfg, doanet_cfg)
-    return model, feature_cfg, doanet_cfg
+    return model, feature_cfg, doanet_cfg, inference_cfg or InferenceConfig()
 
 
-def provenance(run_dir_or_model) -> dict:
-    """Where an exported model came from: {"source_run": run folder or .keras file, "uses_activity": whether its
-    loss trained the activity head (False for mse / dmotp: every slot then always counts), "data_root": the DCASE
-    root its training data was extracted from (when the run's data manifest names one)}; {} for an in-memory
-    model."""
+def _origin(run_dir_or_model) -> dict:
+    """Provenance of a run folder or .keras file ({} for an in-memory model)."""
     if not isinstance(run_dir_or_model, (str, os.PathLike)):
         return {}
-    path = os.path.abspath(os.fspath(run_dir_or_model))
-    out = {"source_run": path}
-    try:
-        with open(os.path.join(path, "run_config.json")) as f:
-            run = json.load(f)
-        out["uses_activity"] = from_dict(LossConfig, run["loss_config"]).uses_activity
-        data_dir = run["data_dir"]
-        with open(os.path.join(data_dir, "manifest.json")) as f:
-            out["data_root"] = json.load(f)["source"]["root"]
-    except (OSError, KeyError, TypeError, ValueError):
-        pass
-    return out
-
-
-def _info(feature_cfg: FeatureConfig, doanet_cfg: DoanetConfig, **extra) -> dict:
-    return {"feature_config": to_dict(feature_cfg), "doanet_config": to_dict(doanet_cfg),
-            "exported": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **extra}
+    path = os.fspath(run_dir_or_model)
+    return provenance(path) if os.path.isdir(path) else {"source_run": os.path.abspath(path)}
 
 
 def _trim_and_features(audio, feature_cfg: FeatureConfig):
@@ -138,16 +120,17 @@ def _archive(model: keras.Model, feature_cfg: FeatureConfig):
 
 def export_saved_model(run_dir_or_model, out_dir: str, version: int = 1, feature_cfg: FeatureConfig | None = None,
                        doanet_cfg: DoanetConfig | None = None, overwrite: bool = False,
-                       origin: dict | None = None) -> str:
+                       origin: dict | None = None, inference_cfg: InferenceConfig | None = None) -> str:
     """Write the TF Serving layout ``<out_dir>/<version>/`` (module docstring); returns the version folder.
 
     run_dir_or_model: a training run folder or a DOAnet keras.Model (configs then from the arguments or the
     model's shapes). The export is written under a temporary name and renamed; an existing version is a
-    ConfigError unless ``overwrite``. origin: provenance for dtbt_tf.json (default: :func:`provenance`).
+    ConfigError unless ``overwrite``. origin: provenance for dtbt_tf.json (default: the run's provenance).
     """
     if int(version) < 1:
         raise ConfigError(f"version must be a positive integer, got {version}")
-    model, feature_cfg, doanet_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg)
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg,
+                                                                  inference_cfg)
     final = os.path.join(out_dir, str(int(version)))
     if os.path.exists(final) and not overwrite:
         raise ConfigError(f"{final}: already exists (pick another version or overwrite)")
@@ -158,9 +141,9 @@ def export_saved_model(run_dir_or_model, out_dir: str, version: int = 1, feature
         archive.write_out(tmp, verbose=False)
         extra = os.path.join(tmp, "assets.extra")
         os.makedirs(extra, exist_ok=True)
-        info = _info(feature_cfg, doanet_cfg, version=int(version),
-                     **(origin if origin is not None else provenance(run_dir_or_model)))
-        atomic_write_text(os.path.join(extra, CONFIG_FILE), json.dumps(info, indent=2) + "\n")
+        info = sidecar_info(feature_cfg, doanet_cfg, inference_cfg, version=int(version),
+                            **(origin if origin is not None else _origin(run_dir_or_model)))
+        write_sidecar(os.path.join(extra, SIDECAR), info)
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; a serving container may run as another user
         if os.path.exists(final):
             shutil.rmtree(final)
@@ -210,7 +193,8 @@ def _convert(saved_model_dir: str, quantization: str) -> bytes:
 
 def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", window_frames: int = WINDOW_FRAMES,
                   feature_cfg: FeatureConfig | None = None, doanet_cfg: DoanetConfig | None = None,
-                  input_kind: str = "features", unroll: bool = False, origin: dict | None = None) -> str:
+                  input_kind: str = "features", unroll: bool = False, origin: dict | None = None,
+                  inference_cfg: InferenceConfig | None = None) -> str:
     """Write a batch-1, fixed-window TFLite model to ``out_path`` and its JSON sidecar; returns ``out_path``.
 
     quantization: 'fp32' | 'int8' (dynamic range) | 'fp16'. input_kind: 'features' (input (1, W, 64, C)) or
@@ -219,10 +203,9 @@ def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", w
     """
     if quantization not in QUANTIZATIONS:
         raise ConfigError(f"unknown quantization {quantization!r}; expected one of {QUANTIZATIONS}")
-    model, feature_cfg, doanet_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg)
-    if window_frames <= 0 or window_frames % feature_cfg.label_hop_frames:
-        raise ConfigError(f"window_frames={window_frames} must be a positive multiple of "
-                          f"{feature_cfg.label_hop_frames}")
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg,
+                                                                  inference_cfg)
+    check_window(window_frames, feature_cfg)
     if input_kind not in ("features", "audio"):
         raise ConfigError(f"input_kind must be 'features' or 'audio', got {input_kind!r}")
     copy = fixed_shape_copy(model, window_frames, unroll)
@@ -245,19 +228,29 @@ def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", w
     with open(part, "wb") as f:
         f.write(blob)
     os.replace(part, out_path)
-    info = _info(feature_cfg, doanet_cfg, quantization=quantization, window_frames=int(window_frames),
-                 input_kind=input_kind, unrolled=bool(unroll),
-                 **(origin if origin is not None else provenance(run_dir_or_model)))
-    atomic_write_text(tflite_sidecar_path(out_path), json.dumps(info, indent=2) + "\n")
+    info = sidecar_info(feature_cfg, doanet_cfg, inference_cfg, quantization=quantization,
+                        window_frames=int(window_frames), input_kind=input_kind, unrolled=bool(unroll),
+                        **(origin if origin is not None else _origin(run_dir_or_model)))
+    write_sidecar(tflite_sidecar_path(out_path), info)
     return out_path
 
 
+def check_window(window_frames: int, feature_cfg: FeatureConfig) -> None:
+    """ConfigError unless a TFLite window is a positive multiple of a label frame (5 feature frames)."""
+    if window_frames <= 0 or window_frames % feature_cfg.label_hop_frames:
+        raise ConfigError(f"window={window_frames} feature frames must be a positive multiple of "
+                          f"{feature_cfg.label_hop_frames} (one 100 ms label frame)")
+
+
 def export_all(model_path: str, out_dir: str, version: int = 1, tflite: str | Sequence[str] = (),
-               window_frames: int = WINDOW_FRAMES, saved_model: bool = True, overwrite: bool = False) -> list[str]:
+               window_frames: int = WINDOW_FRAMES, saved_model: bool = True, overwrite: bool = False,
+               log=None) -> list[str]:
     """What ``scripts/export.py`` does: the SavedModel ``<out_dir>/<version>/`` and the TFLite variants
     ``<out_dir>/tflite/doanet_<fmt>_<variant>.tflite`` (variants: fp32, int8, fp16, audio = fp32 audio-in).
 
-    Every target is checked (names, existing files) before anything is written. Returns the written paths.
+    Every input and target is checked (model, names, window, existing files) before anything is written; the
+    folder is locked for the job (:class:`dtbt_tf.artifacts.FolderLock`) and what a killed export left there is
+    removed first. Returns the written paths.
     """
     variants = [v.strip() for v in (tflite.split(",") if isinstance(tflite, str) else tflite) if v.strip()]
     unknown = [v for v in variants if v not in QUANTIZATIONS + ("audio",)]
@@ -265,22 +258,29 @@ def export_all(model_path: str, out_dir: str, version: int = 1, tflite: str | Se
         raise ConfigError(f"unknown TFLite variant {unknown[0]!r}; expected some of {QUANTIZATIONS + ('audio',)}")
     if not saved_model and not variants:
         raise ConfigError("nothing to export (no SavedModel and no TFLite variant)")
-    model, feature_cfg, doanet_cfg = resolve_model(model_path)
+    if int(version) < 1:
+        raise ConfigError(f"version must be a positive integer, got {version}")
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(model_path)
+    if variants:
+        check_window(window_frames, feature_cfg)
     targets = {v: os.path.join(out_dir, "tflite", f"doanet_{feature_cfg.fmt}_{v}.tflite") for v in variants}
     clash = [p for p in targets.values() if os.path.exists(p)]
     if saved_model and os.path.exists(os.path.join(out_dir, str(int(version)))):
         clash.insert(0, os.path.join(out_dir, str(int(version))))
     if clash and not overwrite:
-        raise ConfigError(f"{clash[0]}: already exists (use another version or overwrite)")
+        raise ConfigError(f"{clash[0]}: already exists (use another --out or --version, or --overwrite)")
     written = []
-    origin = provenance(model_path)
-    if saved_model:
-        written.append(export_saved_model(model, out_dir, version, feature_cfg, doanet_cfg, overwrite=overwrite,
-                                          origin=origin))
-    for v, path in targets.items():
-        quant, kind = ("fp32", "audio") if v == "audio" else (v, "features")
-        written.append(export_tflite(model, path, quant, window_frames, feature_cfg, doanet_cfg, input_kind=kind,
-                                     origin=origin))
+    origin = _origin(model_path)
+    with FolderLock(out_dir, "export", log=log):
+        for folder in (out_dir, os.path.join(out_dir, "tflite")):
+            remove_temporaries(folder)
+        if saved_model:
+            written.append(export_saved_model(model, out_dir, version, feature_cfg, doanet_cfg, overwrite=overwrite,
+                                              origin=origin, inference_cfg=inference_cfg))
+        for v, path in targets.items():
+            quant, kind = ("fp32", "audio") if v == "audio" else (v, "features")
+            written.append(export_tflite(model, path, quant, window_frames, feature_cfg, doanet_cfg, input_kind=kind,
+                                         origin=origin, inference_cfg=inference_cfg))
     return written
 
 
@@ -292,43 +292,3 @@ def tflite_op_names(path_or_bytes) -> set[str]:
     source = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": path_or_bytes}
     interp = Interpreter(experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES, **source)
     return {op["op_name"] for op in interp._get_ops_details()}
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Accuracy of the quantised variants
-
-
-def quantization_report(tflite_paths: dict, data_root: str, split: str = "test", threshold: float = 0.5,
-                        max_files: int | None = None, baseline: str = "fp32") -> dict:
-    """Metrics of each TFLite variant on a split of a DCASE-layout dataset, and their change vs ``baseline``.
-
-    tflite_paths: variant name -> .tflite file (all of one format). Every variant sees the same NumPy features
-    (features-in models) and the same windowing as ``scripts/infer.py``. Returns {"split", "files", "metrics":
-    {variant: METRIC_KEYS dict}, "delta": {variant: {key: value - baseline value}}} (deltas for LE in degrees).
-    """
-    from dtbt_tf.data.dcase import discover, load_audio, read_metadata, split_recordings
-    from dtbt_tf.features_numpy import features_numpy
-    from dtbt_tf.inference import load_model, localize
-    from dtbt_tf.metrics import compute_metrics, tracks_from_metadata, tracks_from_outputs
-
-    if baseline not in tflite_paths:
-        raise ConfigError(f"quantization_report: no {baseline!r} variant among {sorted(tflite_paths)}")
-    models = {name: load_model(path) for name, path in tflite_paths.items()}
-    cfg = models[baseline].feature_cfg
-    recs = [r for r in split_recordings(discover(data_root, cfg.fmt), split, root=data_root) if r.metadata_path]
-    if not recs:
-        raise ConfigError(f"{data_root}: split {split!r} has no recordings with metadata")
-    recs = recs[:max_files] if max_files else recs
-    preds = {name: {} for name in models}
-    refs = {}
-    for rec in recs:
-        audio = load_audio(rec.audio_path, cfg.sample_rate)
-        feats = features_numpy(audio, cfg)
-        refs[rec.stem] = tracks_from_metadata(read_metadata(rec.metadata_path))
-        for name, model in models.items():
-            doa, act = localize(audio, model, features=feats)
-            preds[name][rec.stem] = tracks_from_outputs(doa, act, threshold)
-    metrics = {name: compute_metrics(p, refs) for name, p in preds.items()}
-    delta = {name: {k: float(m[k] - metrics[baseline][k]) for k in ("LE", "LR", "LP", "LF1", "MOTA")}
-             for name, m in metrics.items() if name != baseline}
-    return {"split": split, "files": len(recs), "metrics": metrics, "delta": delta}

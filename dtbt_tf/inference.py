@@ -1,36 +1,33 @@
-"""Inference on wav files of any length: features -> windows -> model -> stitched tracks -> DCASE CSV (+ plot).
+"""Inference on audio files of any length: features -> windows -> model -> stitched tracks -> DCASE CSV (+ plot).
 
 Models (:func:`load_model`): a SavedModel (a version folder, or a TF Serving base folder whose highest numeric
 version is used), a training run folder (``run_config.json`` + ``best.keras``) or a ``.tflite`` file written by
-:func:`dtbt_tf.export.export_tflite`. This module imports no TensorFlow at import time; with a ``.tflite`` model
-TensorFlow is never imported: the features then come from :func:`dtbt_tf.features_numpy.features_numpy`, a NumPy
-port of :func:`dtbt_tf.features.extract_features` (same definitions, tested against it), and the interpreter is
-``ai_edge_litert``.
+:func:`dtbt_tf.export.export_tflite`. Each carries its InferenceConfig (activity threshold, whether the activity
+head is used) in its sidecar or run config. This module imports no TensorFlow at import time; with a ``.tflite``
+model TensorFlow is never imported: the features then come from :func:`dtbt_tf.features.features_numpy` (the
+TF-free device path, tested against the TF features) and the interpreter is ``ai_edge_litert``.
 
-Windowing and stitching (label frames of 100 ms = 5 feature frames; a window is ``W`` label frames, 50 by default
-= 250 feature frames = 5 s). The features of the whole file are computed once (so the STFT has its real context),
-zero-padded at the end to cover the last window, and cut into windows that start every ``H = W // 2`` label
-frames (50% overlap). From each window only its centre ``[M, M + H)`` with ``M = (W - H) // 2`` is kept, except
-that the first window also keeps its head ``[0, M)`` and the last its tail: every label frame comes from exactly
-one window, never from the ``M`` frames next to a window edge that another window covers better. Output slots are
-not re-matched across windows: a slot is the track number within a window and may swap at a window boundary.
+The features of the whole file are computed once (so the STFT has its real context) and run through the model in
+the windows of :mod:`dtbt_tf.windowing`.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from typing import Sequence
 
 import numpy as np
 
-from dtbt_tf.config import ConfigError, FeatureConfig, from_dict
-from dtbt_tf.data.dcase import DataError, Metadata, load_audio, read_metadata, write_metadata
-from dtbt_tf.features_numpy import N_AUDIO_CHANNELS, features_numpy
-from dtbt_tf.geometry import unit_to_polar
+from dtbt_tf.artifacts import (RUN_CONFIG, SIDECAR, inference_config_from, load_trained, read_sidecar,
+                               saved_model_version_dir, tflite_sidecar_path)
+from dtbt_tf.config import ConfigError, FeatureConfig, InferenceConfig, from_dict
+from dtbt_tf.data.dcase import DataError, Metadata, read_metadata, write_metadata
+from dtbt_tf.data.user_audio import CHANNEL_ORDERS, audio_info, read_user_audio, resample_note
+from dtbt_tf.features import N_AUDIO_CHANNELS, features_numpy
+from dtbt_tf.plots import plot_tracks
+from dtbt_tf.windowing import run_windows
 
 WINDOW_FRAMES = 250  # feature frames per model window (5 s), = FeatureConfig.seq_frames
-CONFIG_FILE = "dtbt_tf.json"  # export sidecar: configs (+ version / quantisation)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -43,29 +40,19 @@ class LoadedModel:
     ``predict(x)`` maps a batch of windows to numpy (doa (B, F, N, 3), activity (B, F, N)).
 
     input_kind: 'features' (x = (B, window_frames, 64, C) raw features) or 'audio'
-    (x = (B, window_frames * hop_length, 4)); max_batch: windows per call (1 for TFLite); source: the path loaded.
-    uses_activity: False for models trained without the activity loss; ``predict`` then reports activity 1 for
-    every slot (the paper: without an activity branch every regressor always counts).
+    (x = (B, window_frames * hop_length, 4)); max_batch: windows per call (1 for TFLite); source: the path loaded;
+    inference: the model's threshold and activity use (without the activity head, ``predict`` reports
+    activity 1 for every slot: every regressor always counts).
     """
 
     predict: object
     feature_cfg: FeatureConfig
     n_max: int
+    inference: InferenceConfig
     input_kind: str = "features"
     window_frames: int = WINDOW_FRAMES
     max_batch: int = 16
     source: str = ""
-    uses_activity: bool = True  # False: the activity head was not trained (mse, dmotp), every slot counts
-
-
-def _read_sidecar(path: str) -> dict:
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        return {}
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: invalid JSON ({e})") from None
 
 
 def _feature_cfg_from(info: dict, n_channels: int, where: str) -> FeatureConfig:
@@ -81,29 +68,22 @@ def _feature_cfg_from(info: dict, n_channels: int, where: str) -> FeatureConfig:
     return cfg
 
 
-def tflite_sidecar_path(tflite_path: str) -> str:
-    """The JSON written next to a ``.tflite`` file: ``model.tflite`` -> ``model.json``."""
-    return os.path.splitext(tflite_path)[0] + ".json"
-
-
 def _load_tflite(path: str, num_threads: int | None) -> LoadedModel:
     from ai_edge_litert.interpreter import Interpreter
 
     try:
         interp = Interpreter(model_path=path, num_threads=num_threads)
     except ValueError as e:
-        raise ConfigError(f"{path}: not a TFLite model ({e})") from None
+        raise ConfigError(f"{path}: not a TFLite model ({str(e).splitlines()[0]})") from None
     interp.allocate_tensors()
     (inp,) = interp.get_input_details()
     outs = {len(d["shape"]): d for d in interp.get_output_details()}
     if set(outs) != {3, 4}:
         raise ConfigError(f"{path}: expected a DOAnet with outputs doa (1, F, N, 3) and activity (1, F, N)")
     shape = tuple(int(s) for s in inp["shape"])
-    info = _read_sidecar(tflite_sidecar_path(path))
+    info = read_sidecar(tflite_sidecar_path(path))
     if len(shape) == 4:
-        kind, n_ch = "features", shape[-1]
-        cfg = _feature_cfg_from(info, n_ch, path)
-        window = shape[1]
+        kind, cfg, window = "features", _feature_cfg_from(info, shape[-1], path), shape[1]
     elif len(shape) == 3 and shape[-1] == N_AUDIO_CHANNELS:
         kind = "audio"
         if "feature_config" not in info:
@@ -120,54 +100,44 @@ def _load_tflite(path: str, num_threads: int | None) -> LoadedModel:
         interp.invoke()
         return interp.get_tensor(doa_idx).copy(), interp.get_tensor(act_idx).copy()
 
-    return LoadedModel(predict, cfg, int(outs[3]["shape"][-1]), kind, window, 1, path,
-                       info.get("uses_activity", True))
-
-
-def saved_model_version_dir(path: str) -> str:
-    """``path`` itself if it holds ``saved_model.pb``, else its highest numeric version sub-folder that does."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = [int(d) for d in os.listdir(path)
-                if d.isdigit() and os.path.isfile(os.path.join(path, d, "saved_model.pb"))]
-    if not versions:
-        raise ConfigError(f"{path}: no saved_model.pb here or in a numeric version folder")
-    return os.path.join(path, str(max(versions)))
+    return LoadedModel(predict, cfg, int(outs[3]["shape"][-1]), inference_config_from(info, path), kind, window, 1,
+                       path)
 
 
 def _load_saved_model(path: str) -> LoadedModel:
     import tensorflow as tf
 
     vdir = saved_model_version_dir(path)
-    loaded = tf.saved_model.load(vdir)
-    fn = loaded.signatures["serving_default"]
-    (spec,) = fn.structured_input_signature[1].values()
-    info = _read_sidecar(os.path.join(vdir, "assets.extra", CONFIG_FILE))
+    try:
+        loaded = tf.saved_model.load(vdir)
+        fn = loaded.signatures["serving_default"]
+        (spec,) = fn.structured_input_signature[1].values()
+        n_max = int(fn.structured_outputs["activity"].shape[-1])
+    except (OSError, KeyError, ValueError, tf.errors.OpError) as e:
+        raise ConfigError(f"{vdir}: not a DOAnet SavedModel ({type(e).__name__})") from None
+    info = read_sidecar(os.path.join(vdir, "assets.extra", SIDECAR))
     cfg = _feature_cfg_from(info, int(spec.shape[-1]), vdir)
-    n_max = int(fn.structured_outputs["activity"].shape[-1])
 
     def predict(x):
         out = fn(features=tf.constant(x, tf.float32))
         return out["doa"].numpy(), out["activity"].numpy()
 
     predict.keep_alive = loaded  # the signature needs its object alive
-    return LoadedModel(predict, cfg, n_max, "features", cfg.seq_frames, 16, vdir, info.get("uses_activity", True))
+    return LoadedModel(predict, cfg, n_max, inference_config_from(info, vdir), "features", cfg.seq_frames, 16, vdir)
 
 
 def _load_run_dir(path: str) -> LoadedModel:
     import tensorflow as tf
 
-    from dtbt_tf.training import load_trained
-
-    model, feature_cfg, doanet_cfg, loss_cfg = load_trained(path)
+    model, run = load_trained(path)
     fn = tf.function(lambda x: model(x, training=False), reduce_retracing=True)
 
     def predict(x):
         out = fn(tf.constant(x, tf.float32))
         return out["doa"].numpy(), out["activity"].numpy()
 
-    return LoadedModel(predict, feature_cfg, doanet_cfg.n_max, "features", feature_cfg.seq_frames, 16, path,
-                       loss_cfg.uses_activity)
+    return LoadedModel(predict, run.feature, run.model.n_max, run.inference, "features", run.feature.seq_frames, 16,
+                       path)
 
 
 def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
@@ -181,12 +151,14 @@ def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
             raise ConfigError(f"{path}: file not found")
         model = _load_tflite(path, num_threads)
     elif not os.path.isdir(path):
-        raise ConfigError(f"{path}: not a .tflite file or a model folder")
-    elif os.path.isfile(os.path.join(path, "run_config.json")):
+        raise ConfigError(f"{path}: not a .tflite file or a model folder" if not os.path.exists(path)
+                          else f"{path}: not a .tflite file or a model folder (a DOAnet .keras file must be "
+                               f"exported first: scripts/export.py)")
+    elif os.path.isfile(os.path.join(path, RUN_CONFIG)):
         model = _load_run_dir(path)
     else:
         model = _load_saved_model(path)
-    if not model.uses_activity:
+    if not model.inference.use_activity:
         predict = model.predict
 
         def every_slot(x):
@@ -198,32 +170,12 @@ def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Windows and stitching
-
-
-def window_plan(n_label: int, window: int) -> list[tuple[int, int, int]]:
-    """(window start, keep from, keep to) in label frames covering ``0..n_label`` exactly once (module docstring).
-
-    Keep ranges are relative to the file; ``keep from/to`` lie inside ``[start, start + window)``.
-    """
-    if n_label <= 0:
-        return []
-    hop = max(window // 2, 1)
-    margin = (window - hop) // 2
-    starts = [0]
-    while starts[-1] + window < n_label:
-        starts.append(starts[-1] + hop)
-    plan = []
-    for i, s in enumerate(starts):
-        lo = 0 if i == 0 else s + margin
-        hi = n_label if i == len(starts) - 1 else s + margin + hop
-        plan.append((s, lo, min(hi, n_label)))
-    return plan
+# Localisation
 
 
 def localize(audio: np.ndarray, model: LoadedModel, features: np.ndarray | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over a whole file in overlapping windows and stitch the centres (module docstring).
+    """Run ``model`` over a whole file in the windows of :mod:`dtbt_tf.windowing`.
 
     audio: (samples, 4) float32 at the model's sample rate; features: its (T, 64, C) features if already
     computed (features-in models only). Returns doa (F, N, 3) unit vectors and activity
@@ -232,39 +184,21 @@ def localize(audio: np.ndarray, model: LoadedModel, features: np.ndarray | None 
     cfg = model.feature_cfg
     label_hop = cfg.label_hop_frames
     n_label = audio.shape[0] // (cfg.hop_length * label_hop)
-    win_label = model.window_frames // label_hop
-    plan = window_plan(n_label, win_label)
-    doa = np.zeros((n_label, model.n_max, 3), np.float32)
-    act = np.zeros((n_label, model.n_max), np.float32)
-    if not plan:
-        return doa, act
-    need_label = plan[-1][0] + win_label
+    window = model.window_frames // label_hop
     if model.input_kind == "audio":
-        step = cfg.hop_length * label_hop
-        source = np.zeros((need_label * step, N_AUDIO_CHANNELS), np.float32)
-        source[:min(len(audio), len(source))] = audio[:len(source)]
+        source, step = audio, cfg.hop_length * label_hop
     else:
-        step = label_hop
         if features is None:
             features = _features(audio[:n_label * cfg.hop_length * label_hop], cfg, model.source)
-        feats = features[:n_label * label_hop]
-        source = np.zeros((need_label * step,) + feats.shape[1:], np.float32)
-        source[:len(feats)] = feats
-    for b in range(0, len(plan), model.max_batch):
-        chunk = plan[b:b + model.max_batch]
-        x = np.stack([source[s * step:(s + win_label) * step] for s, _, _ in chunk])
-        d, a = model.predict(x)
-        for (s, lo, hi), di, ai in zip(chunk, d, a):
-            doa[lo:hi] = di[lo - s:hi - s]
-            act[lo:hi] = ai[lo - s:hi - s]
-    return doa, act
+        source, step = features[:n_label * label_hop], label_hop
+    return run_windows(source, n_label, window, step, model.n_max, model.predict, model.max_batch)
 
 
 def _features(audio: np.ndarray, cfg: FeatureConfig, source: str) -> np.ndarray:
     """TF features when the model is a TF one (TensorFlow is loaded anyway), NumPy features for TFLite."""
     if source.endswith(".tflite"):
         return features_numpy(audio, cfg)
-    from dtbt_tf.features import feature_function
+    from dtbt_tf.features.tf_features import feature_function
 
     return feature_function(cfg)(audio).numpy()
 
@@ -277,83 +211,63 @@ def outputs_to_metadata(doa: np.ndarray, activity: np.ndarray, threshold: float 
 
 
 # ----------------------------------------------------------------------------------------------------------
-# Plot
-
-
-def plot_tracks(meta: Metadata, out_path: str, ref: Metadata | None = None, title: str = "",
-                label_hop_seconds: float = 0.1, n_frames: int | None = None) -> None:
-    """PNG of azimuth and elevation over time, one colour per track slot, the reference (if any) in grey."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True)
-    for i, (name, lim) in enumerate((("azimuth", 180), ("elevation", 90))):
-        ax = axes[i]
-        if ref is not None and ref.frame.size:
-            ang = unit_to_polar(ref.doa)[i]
-            ax.scatter(ref.frame * label_hop_seconds, ang, s=14, c="0.7", marker="s", label="reference")
-        for slot in np.unique(meta.track):
-            sel = meta.track == slot
-            ang = np.atleast_1d(unit_to_polar(meta.doa[sel])[i])
-            ax.scatter(meta.frame[sel] * label_hop_seconds, ang, s=4, label=f"slot {slot}")
-        ax.set_ylim(-lim, lim)
-        ax.set_ylabel(f"{name} (deg)")
-        ax.grid(alpha=0.3)
-    if n_frames:
-        axes[1].set_xlim(0, n_frames * label_hop_seconds)
-    axes[1].set_xlabel("time (s)")
-    axes[0].set_title(title)
-    axes[0].legend(loc="upper right", fontsize=7, markerscale=2)
-    fig.tight_layout()
-    tmp = f"{out_path}.tmp{os.getpid()}.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, out_path)
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Files
 
 
-def check_audio_header(path: str, cfg: FeatureConfig) -> None:
-    """DataError naming ``path`` if it cannot be read or has the wrong channel count / sample rate."""
-    import soundfile as sf
-
-    try:
-        info = sf.info(path)
-    except Exception as e:
-        raise DataError(f"{path}: cannot read audio ({e})") from None
-    if info.samplerate != cfg.sample_rate:
-        raise DataError(f"{path}: sample rate {info.samplerate} Hz, expected {cfg.sample_rate} Hz")
-    if info.channels != N_AUDIO_CHANNELS:
-        raise DataError(f"{path}: {info.channels} channels, expected {N_AUDIO_CHANNELS}")
+def output_stems(audio_paths: Sequence[str]) -> list[str]:
+    """The output name of each input (its file name without extension); DataError if two inputs share one."""
+    seen: dict[str, str] = {}
+    stems = []
+    for p in audio_paths:
+        stem = os.path.splitext(os.path.basename(p))[0]
+        if stem in seen:
+            raise DataError(f"{p}: same output name {stem!r} as {seen[stem]} (outputs would overwrite each other)")
+        seen[stem] = p
+        stems.append(stem)
+    return stems
 
 
 def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot: bool = False,
-                ref_dir: str | None = None, threshold: float = 0.5, num_threads: int | None = None) -> list[str]:
-    """Localise each wav and write ``<out_dir>/<stem>.csv`` (DCASE rows: frame, 0, slot, azimuth, elevation) and,
-    with ``plot``, ``<stem>.png`` (with ``<ref_dir>/<stem>.csv`` overlaid when it exists).
+                ref_dir: str | None = None, threshold: float | None = None, num_threads: int | None = None,
+                channel_order: str = "acn", log=print) -> list[str]:
+    """Localise each audio file and write ``<out_dir>/<stem>.csv`` (DCASE rows: frame, 0, slot, azimuth,
+    elevation) and, with ``plot``, ``<stem>.png`` (with ``<ref_dir>/<stem>.csv`` overlaid when it exists).
 
-    Every input is checked (readable, rate, channels) before anything is written; each output is written to a
-    temporary name and renamed. Returns the written paths. Raises DataError / ConfigError on bad input.
+    Files: wav/flac/ogg, 4 channels, any sample rate (resampled to the model's, said in one line);
+    channel_order 'fuma' converts FuMa FOA to ACN/SN3D. threshold: None = the model's own. Every input is
+    checked before anything is written; each output is written to a temporary name and renamed. Returns the
+    written paths. Raises DataError / ConfigError on bad input.
     """
     if not audio_paths:
         raise DataError("no audio files given")
+    if channel_order not in CHANNEL_ORDERS:
+        raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
+    if threshold is not None:
+        InferenceConfig(threshold=threshold)  # validates
     if ref_dir is not None and not os.path.isdir(ref_dir):
         raise DataError(f"{ref_dir}: reference metadata folder not found")
+    stems = output_stems(audio_paths)
     model = load_model(model_path, num_threads=num_threads)
     cfg = model.feature_cfg
-    for p in audio_paths:
-        check_audio_header(p, cfg)
+    if channel_order == "fuma" and cfg.fmt != "foa":
+        raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
+    threshold = model.inference.threshold if threshold is None else threshold
+    infos = [audio_info(p) for p in audio_paths]
+    for p, info in zip(audio_paths, infos):
+        if info.channels != N_AUDIO_CHANNELS:
+            raise DataError(f"{p}: {info.channels} channel{'s' if info.channels != 1 else ''}, expected "
+                            f"{N_AUDIO_CHANNELS}")
+        if info.frames * cfg.sample_rate < cfg.hop_length * cfg.label_hop_frames * info.sample_rate:
+            raise DataError(f"{p}: shorter than one 100 ms frame ({info.frames} samples)")
     os.makedirs(out_dir, exist_ok=True)
     written = []
-    for p in audio_paths:
-        audio = load_audio(p, cfg.sample_rate, N_AUDIO_CHANNELS)
+    for p, stem, info in zip(audio_paths, stems, infos):
+        note = resample_note(info, cfg.sample_rate)
+        if note:
+            log(f"{p}: {note}")
+        audio = read_user_audio(p, cfg.fmt, channel_order, cfg.sample_rate)
         doa, act = localize(audio, model)
         meta = outputs_to_metadata(doa, act, threshold)
-        stem = os.path.splitext(os.path.basename(p))[0]
         csv_path = os.path.join(out_dir, stem + ".csv")
         write_metadata(csv_path, meta)
         written.append(csv_path)
@@ -366,79 +280,3 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
                         label_hop_seconds=cfg.label_hop_seconds, n_frames=len(act))
             written.append(png)
     return written
-
-
-# ----------------------------------------------------------------------------------------------------------
-# TF Serving client (REST with the standard library; gRPC with the optional tensorflow-serving-api package)
-
-
-def rest_request(audio: np.ndarray, model_name: str, host: str = "localhost", port: int = 8501,
-                 signature: str = "from_audio") -> tuple[str, bytes]:
-    """URL and JSON body of a TF Serving REST predict call on one file: ``{"signature_name": signature,
-    "inputs": {"audio": [[[w, y, z, x], ...]]}}`` (columnar format, batch 1, samples as 6-digit floats)."""
-    audio = np.asarray(audio, np.float32)
-    if audio.ndim != 2 or audio.shape[1] != N_AUDIO_CHANNELS:
-        raise ValueError(f"audio must have shape (samples, 4), got {audio.shape}")
-    rows = ",".join("[" + ",".join(f"{v:.6g}" for v in row) + "]" for row in audio.tolist())
-    body = f'{{"signature_name": {json.dumps(signature)}, "inputs": {{"audio": [[{rows}]]}}}}'
-    return f"http://{host}:{port}/v1/models/{model_name}:predict", body.encode()
-
-
-def parse_rest_response(body: bytes) -> tuple[np.ndarray, np.ndarray]:
-    """(doa (F, N, 3), activity (F, N)) of batch item 0 from a REST predict response (``{"outputs": {...}}``)."""
-    try:
-        out = json.loads(body)["outputs"]
-        doa, act = np.asarray(out["doa"], np.float32)[0], np.asarray(out["activity"], np.float32)[0]
-    except (ValueError, KeyError, TypeError, IndexError) as e:
-        raise ValueError(f"unexpected TF Serving response ({type(e).__name__}: {str(body[:200])})") from None
-    return doa, act
-
-
-def rest_predict(audio: np.ndarray, model_name: str, host: str = "localhost", port: int = 8501,
-                 signature: str = "from_audio", timeout: float = 120.0) -> tuple[np.ndarray, np.ndarray]:
-    """POST :func:`rest_request` and parse the answer; ValueError with the server's message on failure."""
-    import urllib.error
-    import urllib.request
-
-    url, body = rest_request(audio, model_name, host, port, signature)
-    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return parse_rest_response(resp.read())
-    except urllib.error.HTTPError as e:
-        raise ValueError(f"{url}: HTTP {e.code}: {e.read()[:300].decode(errors='replace')}") from None
-    except urllib.error.URLError as e:
-        raise ValueError(f"{url}: cannot connect ({e.reason})") from None
-
-
-def grpc_request(audio: np.ndarray, model_name: str, signature: str = "from_audio"):
-    """A ``tensorflow_serving.apis.predict_pb2.PredictRequest`` for one file (needs tensorflow-serving-api)."""
-    try:
-        import tensorflow as tf
-        from tensorflow_serving.apis import predict_pb2
-    except ImportError:
-        raise ValueError("gRPC needs tensorflow-serving-api: pip install --no-deps tensorflow-serving-api "
-                         "(it requires the full `tensorflow` package otherwise)") from None
-    request = predict_pb2.PredictRequest()
-    request.model_spec.name = model_name
-    request.model_spec.signature_name = signature
-    request.inputs["audio"].CopyFrom(tf.make_tensor_proto(np.asarray(audio, np.float32)[None]))
-    return request
-
-
-def grpc_predict(audio: np.ndarray, model_name: str, host: str = "localhost", port: int = 8500,
-                 signature: str = "from_audio", timeout: float = 120.0) -> tuple[np.ndarray, np.ndarray]:
-    """Send :func:`grpc_request` to TF Serving's PredictionService; (doa (F, N, 3), activity (F, N))."""
-    request = grpc_request(audio, model_name, signature)
-    import grpc
-    import tensorflow as tf
-    from tensorflow_serving.apis import prediction_service_pb2_grpc
-
-    channel = grpc.insecure_channel(f"{host}:{port}", options=[("grpc.max_send_message_length", 1 << 30),
-                                                                ("grpc.max_receive_message_length", 1 << 30)])
-    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
-    try:
-        result = stub.Predict(request, timeout)
-    except grpc.RpcError as e:
-        raise ValueError(f"{host}:{port}: gRPC {e.code().name}: {e.details()}") from None
-    return tf.make_ndarray(result.outputs["doa"])[0], tf.make_ndarray(result.outputs["activity"])[0]
