@@ -13,8 +13,9 @@ import tensorflow as tf
 from scipy.optimize import linear_sum_assignment
 
 from dtbt_tf.association import exact_association_tf
-from dtbt_tf.hnet_training import make_hnet_data
-from dtbt_tf.models.hnet import HNET_CONFIG_FILE, SAVED_MODELS_DIR
+from dtbt_tf.hnet.data import make_hnet_data
+from dtbt_tf.artifacts import SHIPPED_DIR
+from dtbt_tf.models.hnet import HNET_CONFIG_FILE
 
 BATCH = 4096
 
@@ -36,7 +37,7 @@ def _scipy_loop(D, row_active, col_active):
 
 
 def _bench_n(n, count, repeats):
-    model_dir = SAVED_MODELS_DIR / f"hnet_n{n}"
+    model_dir = SHIPPED_DIR / f"hnet_n{n}"
     data = make_hnet_data(n, count, seed=4242, layout="training", directions="continuous")
     D, ra, ca = data["distance"], data["row_active"], data["col_active"]
     sig = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
@@ -91,7 +92,7 @@ def run(quick: bool = False) -> dict:
     association, their ratio (medians of repeats in one run), and the recorded training time/quality."""
     count, repeats = (10_000, 3) if quick else (100_000, 5)
     rows = [_bench_n(n, count, repeats) for n in (2, 3)
-            if (SAVED_MODELS_DIR / f"hnet_n{n}" / "saved_model.pb").is_file()]
+            if (SHIPPED_DIR / f"hnet_n{n}" / "saved_model.pb").is_file()]
     notes = (f"{count} training-layout matrices (all N prediction rows active, references padded with 10), "
              "continuous directions; Hnet = shipped SavedModel serving_default, batch 4096; scipy = Python loop of "
              "linear_sum_assignment on each active block; exact_tf = dtbt_tf.association.exact_association_tf "

@@ -4,7 +4,7 @@
 
 Every variant trains from scratch on the same matrices (half generator layout, half DOAnet training layout,
 seed 0; "+ near-tie matrices" replaces half of them by near-tie training-layout ones) with the same schedule
-(dtbt_tf.hnet_training.compile_hnet: warm-up + cosine, batch 512) and is scored on 20k fresh matrices of each
+(dtbt_tf.hnet.training.compile_hnet: warm-up + cosine, batch 512) and is scored on 20k fresh matrices of each
 evaluation set (exact match against the Hungarian association). The variants add one change at a time:
 bidirectional GRU (the previous default) -> x10 input scale -> relative inputs -> ReLU head layer (the
 architecture of build_hnet's defaults) -> near-tie training matrices and a higher peak rate. The one-way
@@ -53,7 +53,10 @@ def main(argv=None) -> int:
     import numpy as np
 
     from dtbt_tf.config import atomic_write_text
-    from dtbt_tf.hnet_training import HnetTrainConfig, compile_hnet, evaluate_hnet, make_hnet_data, targets
+    from dtbt_tf.hnet.config import HnetTrainConfig
+    from dtbt_tf.hnet.data import make_hnet_data, targets
+    from dtbt_tf.hnet.evaluation import evaluate_hnet
+    from dtbt_tf.hnet.training import compile_hnet
     from dtbt_tf.models.hnet import build_hnet
 
     n, size = args.n_max, args.train_size

@@ -6,41 +6,40 @@ Example: python scripts/evaluate_hnet.py saved_models/hnet_n2 --size 100000 --js
 """
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from dtbt_tf import cli
+from dtbt_tf.config import atomic_write_text
+from dtbt_tf.hnet.config import EVAL_SEED, EVAL_SIZE
+
+
+def parse_args(argv=None):
+    p = cli.parser(__doc__)
+    p.add_argument("model_dir", help="exported Hnet folder (SavedModel root, e.g. saved_models/hnet_n2)")
+    p.add_argument("--size", type=int, default=EVAL_SIZE, help=f"matrices per evaluation set; default {EVAL_SIZE}")
+    p.add_argument("--seed", type=int, default=EVAL_SEED,
+                   help=f"seed of the first evaluation set (set k uses seed + k); default {EVAL_SEED}")
+    p.add_argument("--json", default=None, help="also write the scores to this JSON file")
+    cli.add_threads(p)
+    return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("model_dir", help="exported Hnet folder (SavedModel root, e.g. saved_models/hnet_n2)")
-    p.add_argument("--size", type=int, default=100_000, help="matrices per evaluation set; default 100000")
-    p.add_argument("--seed", type=int, default=12345, help="first seed of the evaluation sets; default 12345")
-    p.add_argument("--json", default=None, help="also write the scores to this JSON file")
-    args = p.parse_args(argv)
-    import tensorflow as tf
+    args = parse_args(argv)
+    if args.size < 1:
+        raise ValueError(f"--size: must be >= 1, got {args.size}")
+    cli.quiet_tensorflow()
+    cli.apply_threads(args.threads)
+    from dtbt_tf.hnet.evaluation import evaluate_hnet, load_exported_hnet, score_table
 
-    from dtbt_tf.hnet_training import evaluate_hnet
-
-    path = os.path.join(args.model_dir, "saved_model.pb")
-    if not os.path.isfile(path):
-        print(f"error: {path}: not found (expected an exported Hnet folder)", file=sys.stderr)
-        return 2
-    sig = tf.saved_model.load(args.model_dir).signatures["serving_default"]
-    n = int(sig.structured_input_signature[1]["distance"].shape[-1])
-    scores = evaluate_hnet(sig, n, size=args.size, seed=args.seed)
-    for name, m in scores.items():
-        print(f"{name:24s} F1 {100 * m['f1']:.3f}%  exact {100 * m['exact_match']:.3f}%  "
-              f"optimal {100 * m['optimal_match']:.3f}%  away-from-ties {100 * m['exact_match_away_from_ties']:.3f}%  "
-              f"near-ties {100 * m['near_tie_fraction']:.2f}%")
+    signature, n_max = load_exported_hnet(args.model_dir)
+    scores = evaluate_hnet(signature, n_max, size=args.size, seed=args.seed)
+    print(score_table(scores))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(scores, f, indent=2)
+        atomic_write_text(args.json, json.dumps(scores, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.run(main))

@@ -1,5 +1,8 @@
-"""Hnet model, data generator, metrics, training/resume, export and the shipped models."""
+"""Hnet model, data generator, metrics, training/resume, export, the two Hnet scripts and the shipped models."""
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import keras
@@ -7,22 +10,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import dtbt_tf.hnet
+from dtbt_tf import cli
+from dtbt_tf.artifacts import SHIPPED_DIR
 from dtbt_tf.association import exact_association
 from dtbt_tf.geometry import unit_to_polar
-from dtbt_tf.hnet_training import (
-    AssociationF1,
-    ExactMatch,
-    HnetTrainConfig,
-    association_scores,
-    evaluate_hnet,
-    export_hnet,
-    load_or_make_hnet_data,
-    make_hnet_data,
-    sample_directions,
-    train_hnet,
-    training_data,
-)
-from dtbt_tf.models.hnet import SAVED_MODELS_DIR, apply_hnet, build_hnet, load_hnet, paper_hnet_options
+from dtbt_tf.hnet.card import export_hnet
+from dtbt_tf.hnet.config import HnetTrainConfig
+from dtbt_tf.hnet.data import load_or_make_hnet_data, make_hnet_data, sample_directions, training_data
+from dtbt_tf.hnet.evaluation import AssociationF1, ExactMatch, association_scores, evaluate_hnet
+from dtbt_tf.hnet.training import train_hnet
+from dtbt_tf.models.hnet import apply_hnet, build_hnet, load_hnet, paper_hnet_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -308,23 +306,102 @@ def test_train_config_validation():
         HnetTrainConfig(hard_margin=0.0)
 
 
-def test_train_hnet_cli_bad_input_exits_2(capsys):
-    import importlib.util
+def _load_script(name):
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    spec = importlib.util.spec_from_file_location("train_hnet_cli", REPO / "scripts/train_hnet.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
-    assert cli.main(["--n-max", "0", "--work-dir", "/nonexistent/x"]) == 2
-    assert capsys.readouterr().err.startswith("error: n_max must be >= 1")
+
+def _one_error_line(capsys, main, argv) -> str:
+    """Run a script's main through the shared error wrapper: exit 2 and exactly one `error:` line."""
+    assert cli.run(lambda: main(argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_train_hnet_cli_bad_input_exits_2(capsys, tmp_path):
+    main = _load_script("train_hnet").main
+    assert _one_error_line(capsys, main, ["--n-max", "0", "--work-dir", "/nonexistent/x"]).startswith(
+        "error: n_max must be >= 1")
+    # the export replaces --out as a whole, so a work folder inside it is refused before anything is written
+    out = tmp_path / "export"
+    err = _one_error_line(capsys, main, ["--out", str(out), "--work-dir", str(out / "work")])
+    assert err.startswith(f"error: {out / 'work'}: the work folder must lie outside")
+    assert not out.exists()
+
+
+def test_package_names_load_their_modules():
+    assert dtbt_tf.hnet.train_hnet is train_hnet and dtbt_tf.hnet.export_hnet is export_hnet
+    assert set(dtbt_tf.hnet.__all__) >= {"HnetTrainConfig", "make_hnet_data", "evaluate_hnet", "model_card"}
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        dtbt_tf.hnet.nope  # noqa: B018
+
+
+@pytest.mark.parametrize("script", ["train_hnet", "evaluate_hnet"])
+def test_script_help_does_not_import_tensorflow(script):
+    code = ("import runpy, sys\n"
+            f"sys.argv = [{str(REPO / 'scripts' / (script + '.py'))!r}, '--help']\n"
+            "try:\n"
+            "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+            "except SystemExit as e:\n"
+            "    assert e.code == 0, e.code\n"
+            "print('heavy modules:', sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("usage: ")
+    assert proc.stdout.rstrip().endswith("heavy modules: []")
+
+
+def test_evaluate_hnet_cli_errors_are_one_line(capsys, tmp_path):
+    main = _load_script("evaluate_hnet").main
+    hnet_dir = str(SHIPPED_DIR / "hnet_n2")
+    assert _one_error_line(capsys, main, [hnet_dir, "--size", "0"]) == "error: --size: must be >= 1, got 0\n"
+    missing = tmp_path / "missing"
+    assert _one_error_line(capsys, main, [str(missing)]).startswith(f"error: {missing}: not an exported Hnet")
+    doanet = SHIPPED_DIR / "doanet_foa"
+    for folder in (doanet, doanet / "1"):  # the export folder and its SavedModel version folder
+        if folder.is_dir():
+            assert _one_error_line(capsys, main, [str(folder)]).startswith(f"error: {folder}: not an exported Hnet")
+    # a SavedModel with a config file but another signature
+    other = tf.Module()
+    other.f = tf.function(lambda x: {"y": 2 * x}, input_signature=[tf.TensorSpec((None, 3), tf.float32, name="x")])
+    tf.saved_model.save(other, str(tmp_path / "other"), signatures={"serving_default": other.f})
+    (tmp_path / "other" / "hnet_config.json").write_text("{}")
+    assert _one_error_line(capsys, main, [str(tmp_path / "other")]) == (
+        f"error: {tmp_path / 'other'}: serving_default does not take `distance` (batch, N, N)\n")
+
+
+def _files(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.mark.slow
+def test_train_hnet_cli_default_export_is_under_runs(tmp_path):
+    """The README's command (no --out), run from a folder: exports runs/hnet_n2 there, the work folder sits beside
+    it, and saved_models/ is not written (neither in that folder nor the shipped one)."""
+    shipped = SHIPPED_DIR.resolve()
+    before = _files(shipped)
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts/train_hnet.py"), "--n-max", "2", "--train-size", "300",
+         "--val-size", "30", "--epochs", "1", "--eval-size", "50", "--fresh-size", "20", "--no-jit-compile"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exported runs/hnet_n2" in proc.stdout
+    assert (tmp_path / "runs/hnet_n2/saved_model.pb").is_file()
+    assert (tmp_path / "runs/hnet_n2/MODEL_CARD.md").is_file()
+    assert (tmp_path / "runs/hnet_n2_work/history.csv").is_file()
+    assert not (tmp_path / "saved_models").exists()
+    assert _files(shipped) == before
 
 
 @pytest.mark.parametrize("n,min_exact", [(2, 0.995), (3, 0.98)])
 def test_shipped_hnet_accuracy_on_fresh_matrices(n, min_exact):
     """The shipped SavedModel loads with tf.saved_model.load alone and matches Hungarian on fresh
     continuous training-layout matrices (full figures in saved_models/hnet_n{N}/MODEL_CARD.md)."""
-    path = SAVED_MODELS_DIR / f"hnet_n{n}"
-    if not (path / "saved_model.pb").is_file():
-        pytest.skip(f"{path} not shipped yet")
+    path = SHIPPED_DIR / f"hnet_n{n}"
+    assert (path / "saved_model.pb").is_file(), f"{path}: shipped Hnet missing"
     sig = tf.saved_model.load(str(path)).signatures["serving_default"]
     fresh = make_hnet_data(n, 3000, seed=2024, layout="training", directions="continuous")
     pred = sig(distance=tf.constant(fresh["distance"]))["association"].numpy()
