@@ -33,6 +33,14 @@ frames (10 = 1 s), threshold `threshold_deg` (20):
 - ER20 = sum(S + D + I) / sum N, F20 = 2 TP / (2 TP + FP + FN), LE_CD = sum of associated distances / sum K
   (degrees), LR_CD = sum K / sum N.
 
+By polyphony (`compute_metrics(..., by_polyphony=True)`): the frame metrics restricted to the frames with exactly k
+references, for k = 1 .. the largest polyphony present, with the same per-frame association and conventions:
+LE_poly{k} = sum of the associated distances in those frames / their sum K_t, LR_poly{k} = sum TP / sum N,
+LP_poly{k} = sum TP / sum M (M = all predictions of those frames), LF1_poly{k} = 2 TP / (2 TP + FP + FN), and
+frames_poly{k} = the number of such frames. Frames without references (k = 0) only have false positives: the
+poly sums of TP and N add up to the overall ones, those of M to the overall M minus the predictions of
+reference-free frames.
+
 A ratio whose denominator is 0 (e.g. LE without any associated pair) is NaN.
 """
 from __future__ import annotations
@@ -41,14 +49,17 @@ import dataclasses
 import json
 import math
 import os
+import re
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from dtbt_tf.config import atomic_write_text
-from dtbt_tf.data.dcase import Metadata, read_metadata
+from dtbt_tf.data.dcase import DEFAULT_SPLITS, Metadata, parse_name, read_metadata
 
 METRIC_KEYS = ("LE", "LR", "LP", "LF1", "MOTA", "MOTP", "IDS", "IDS_onsets", "ER20", "F20", "LE_CD", "LR_CD")
+POLY_METRICS = ("LE", "LR", "LP", "LF1", "frames")  # per-polyphony keys: f"{name}_poly{k}"
+_POLY_RE = re.compile(r"^(LE|LR|LP|LF1|frames)_poly([1-9][0-9]*)$")
 SEGMENT_FRAMES = 10  # label frames per DCASE2020 segment (1 s)
 THRESHOLD_DEG = 20.0
 
@@ -206,6 +217,11 @@ def _file_counts(pred: Tracks, ref: Tracks, name: str, segment_frames: int, thre
     n_frames = max(pred.n_frames, ref.n_frames, 1)
 
     pi, ri, dist, m, n = _associate(pred.frame, ref.frame, pred.doa, ref.doa, n_frames)
+    # by polyphony k = n_t: per-frame sums binned by the frame's number of references
+    frame_dist = np.bincount(pred.frame[pi], weights=dist, minlength=n_frames)
+    n_poly = int(n.max()) + 1
+    poly = np.stack([np.bincount(n, weights=w, minlength=n_poly)
+                     for w in (np.ones(n_frames), np.minimum(m, n), m, n, frame_dist)])
     # CLEAR-MOT switches: order associated pairs by (reference run, frame); a switch is a change of hypothesis
     # between consecutive associations of the same reference run.
     order = np.lexsort((ref.frame[ri], ref_run[ri]))
@@ -225,6 +241,7 @@ def _file_counts(pred: Tracks, ref: Tracks, name: str, segment_frames: int, thre
         "seg_tp": int(np.sum(~far)), "seg_fp": int(seg_fp.sum()), "seg_fn": int(seg_fn.sum()),
         "seg_n": int(sn.sum()), "seg_err": int(np.maximum(seg_fp, seg_fn).sum()),  # S + D + I = max(FP, FN)
         "seg_k": int(sdist.size), "seg_dist": float(sdist.sum()),
+        "poly": poly,  # (5, max n_t + 1): frames, TP, M, N, distance sum per number of references
     }
 
 
@@ -237,11 +254,13 @@ def _ratio(num: float, den: float) -> float:
 
 
 def compute_metrics(pred: dict[str, Tracks], ref: dict[str, Tracks], segment_frames: int = SEGMENT_FRAMES,
-                    threshold_deg: float = THRESHOLD_DEG) -> dict:
+                    threshold_deg: float = THRESHOLD_DEG, by_polyphony: bool = False) -> dict:
     """All metrics over a set of files (file name -> Tracks, the same names in both dicts).
 
     Returns a dict with exactly METRIC_KEYS: LE, MOTP, LE_CD in degrees; LR, LP, LF1, ER20, F20, LR_CD as
     fractions (MOTA <= 1, may be negative; ER20 >= 0, may exceed 1); IDS, IDS_onsets ints; NaN where undefined.
+    With by_polyphony, also `{LE,LR,LP,LF1,frames}_poly{k}` for k = 1 .. the largest number of references in a
+    frame (see the module docstring; frames_poly{k} an int, 0 for a k between that occurs in no frame).
     """
     missing = sorted(set(ref) - set(pred))
     if missing:
@@ -253,8 +272,13 @@ def compute_metrics(pred: dict[str, Tracks], ref: dict[str, Tracks], segment_fra
     if segment_frames < 1:
         raise ValueError(f"segment_frames must be >= 1, got {segment_frames}")
     tot: dict = {}
+    poly = np.zeros((5, 1))
     for name in sorted(ref):
-        for k, v in _file_counts(pred[name], ref[name], name, segment_frames, threshold_deg).items():
+        counts = _file_counts(pred[name], ref[name], name, segment_frames, threshold_deg)
+        p = counts.pop("poly")
+        poly = np.pad(poly, ((0, 0), (0, max(p.shape[1] - poly.shape[1], 0))))
+        poly[:, :p.shape[1]] += p
+        for k, v in counts.items():
             tot[k] = tot.get(k, 0) + v
     if not tot:
         raise ValueError("compute_metrics: no files to evaluate")
@@ -273,56 +297,116 @@ def compute_metrics(pred: dict[str, Tracks], ref: dict[str, Tracks], segment_fra
         "F20": _ratio(2 * tot["seg_tp"], 2 * tot["seg_tp"] + tot["seg_fp"] + tot["seg_fn"]),
         "LE_CD": _ratio(tot["seg_dist"], tot["seg_k"]),
         "LR_CD": _ratio(tot["seg_k"], tot["seg_n"]),
-    }
+    } | (_polyphony_metrics(poly) if by_polyphony else {})
+
+
+def _polyphony_metrics(poly: np.ndarray) -> dict:
+    """Per-polyphony keys from the summed (5, K + 1) counts (frames, TP, M, N, distance) of compute_metrics."""
+    out = {}
+    for k in range(1, poly.shape[1]):
+        frames, tp, m, n, dist = poly[:, k]
+        out |= {f"LE_poly{k}": _ratio(dist, tp), f"LR_poly{k}": _ratio(tp, n), f"LP_poly{k}": _ratio(tp, m),
+                f"LF1_poly{k}": _ratio(2 * tp, m + n),  # 2 TP + FP + FN = M + N
+                f"frames_poly{k}": int(frames)}
+    return out
+
+
+def polyphony_keys(metrics: dict) -> list[str]:
+    """The per-polyphony keys present in `metrics`, ordered by k, then as POLY_METRICS."""
+    found = [(int(m[2]), POLY_METRICS.index(m[1]), key) for key in metrics if (m := _POLY_RE.match(key))]
+    return [key for *_, key in sorted(found)]
 
 
 _DEGREES = ("LE", "MOTP", "LE_CD")
 _COUNTS = ("IDS", "IDS_onsets")
 
 
+def _cell(key: str, v) -> str:
+    if key in _COUNTS or key.startswith("frames"):
+        return str(int(v))
+    if math.isnan(v):
+        return "-"
+    return f"{v:.1f}" if key in _DEGREES or key.startswith("LE_") else f"{100 * v:.1f}"
+
+
+def _text_table(heads: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(x) for x in col) for col in zip(heads, *rows)]
+    return "\n".join("  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in (heads, *rows))
+
+
 def format_table(metrics: dict) -> str:
-    """Two-line text table of METRIC_KEYS: degrees with 1 decimal, fractions in percent, counts as integers."""
-    heads, cells = [], []
-    for k in METRIC_KEYS:
-        v = metrics[k]
-        if k in _COUNTS:
-            heads.append(k)
-            cells.append(str(int(v)))
-        else:
-            heads.append(f"{k} ({'deg' if k in _DEGREES else '%'})")
-            cells.append("-" if math.isnan(v) else f"{v if k in _DEGREES else 100 * v:.1f}")
-    widths = [max(len(h), len(c)) for h, c in zip(heads, cells)]
-    return "\n".join("  ".join(x.rjust(w) for x, w in zip(row, widths)) for row in (heads, cells))
+    """Two-line text table of METRIC_KEYS: degrees with 1 decimal, fractions in percent, counts as integers.
+    When `metrics` holds per-polyphony keys, a blank line and a second table follow, one row per number of
+    references k: frames, LE (deg), LR, LP, LF1 (%)."""
+    heads = [k if k in _COUNTS else f"{k} ({'deg' if k in _DEGREES else '%'})" for k in METRIC_KEYS]
+    text = _text_table(heads, [[_cell(k, metrics[k]) for k in METRIC_KEYS]])
+    ks = sorted({int(_POLY_RE.match(key)[2]) for key in polyphony_keys(metrics)})
+    if ks:
+        rows = [[str(k)] + [_cell(f"{name}_poly{k}", metrics[f"{name}_poly{k}"])
+                            for name in ("frames", "LE", "LR", "LP", "LF1")] for k in ks]
+        text += "\n\n" + _text_table(["sources", "frames", "LE (deg)", "LR (%)", "LP (%)", "LF1 (%)"], rows)
+    return text
 
 
 def metrics_to_json(metrics: dict) -> str:
-    """JSON text of METRIC_KEYS (NaN written as null)."""
+    """JSON text of METRIC_KEYS, then the per-polyphony keys present (NaN written as null)."""
     clean = {k: (None if isinstance(metrics[k], float) and math.isnan(metrics[k]) else metrics[k])
-             for k in METRIC_KEYS}
+             for k in (*METRIC_KEYS, *polyphony_keys(metrics))}
     return json.dumps(clean, indent=2) + "\n"
 
 
-def evaluate_folders(pred_dir: str, ref_dir: str, json_path: str | None = None) -> dict:
-    """Metrics of two folders of DCASE-format metadata CSVs matched by file name.
+SPLITS = ("all", *DEFAULT_SPLITS)  # evaluate_folders(split=...): every reference file, or one split's folds
 
-    Every `*.csv` in ref_dir needs a file of the same name in pred_dir (prediction files without a reference are
-    ignored). Prediction identity = (class, track) runs, as for references. Writes METRIC_KEYS as JSON to
-    json_path (atomically) when given. Raises ValueError (dcase.DataError) naming the file on bad input.
+
+def _check_writable(path: str) -> None:
+    """ValueError naming `path` when a file cannot be written there (checked before any work is done)."""
+    parent = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder, not a file name")
+    if not os.path.isdir(parent):
+        raise ValueError(f"{path}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+        raise ValueError(f"{path}: permission denied")
+
+
+def evaluate_folders(pred_dir: str, ref_dir: str, json_path: str | None = None, split: str = "all") -> dict:
+    """Metrics, by polyphony too, of two folders of DCASE-format metadata CSVs matched by file name.
+
+    split: 'all' (every `*.csv` of ref_dir) or 'test' | 'val' | 'train' (only the reference files whose
+    name's fold belongs to that split, dcase.DEFAULT_SPLITS). Each selected reference needs a file of the same
+    name in pred_dir (prediction files without a selected reference are ignored). Prediction identity =
+    (class, track) runs, as for references. Writes the metrics as JSON (metrics_to_json) to json_path
+    (atomically) when given. Raises ValueError (dcase.DataError) naming the file on bad input, before anything
+    is written.
     """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
     for d, what in ((pred_dir, "prediction"), (ref_dir, "reference")):
         if not os.path.isdir(d):
             raise ValueError(f"{d}: {what} folder not found")
+    if json_path:
+        _check_writable(json_path)
     names = sorted(f for f in os.listdir(ref_dir) if f.endswith(".csv"))
     if not names:
         raise ValueError(f"{ref_dir}: no .csv reference files")
+    if split != "all":
+        folds = DEFAULT_SPLITS[split]
+        names = [f for f in names if parse_name(os.path.join(ref_dir, f))[0] in folds]
+        if not names:
+            raise ValueError(f"{ref_dir}: no reference file of split {split!r} (folds {list(folds)})")
     pred, ref = {}, {}
     for fname in names:
         ppath = os.path.join(pred_dir, fname)
         if not os.path.isfile(ppath):
-            raise ValueError(f"{ppath}: prediction file missing for reference {os.path.join(ref_dir, fname)}")
+            hint = " (predictions of one split only? use --split test|val|train)" if split == "all" else ""
+            raise ValueError(f"{ppath}: prediction file missing for reference {os.path.join(ref_dir, fname)}"
+                             + hint)
         ref[fname] = tracks_from_metadata(read_metadata(os.path.join(ref_dir, fname)))
         pred[fname] = tracks_from_metadata(read_metadata(ppath))
-    metrics = compute_metrics(pred, ref)
+    metrics = compute_metrics(pred, ref, by_polyphony=True)
     if json_path:
-        atomic_write_text(json_path, metrics_to_json(metrics))
+        try:
+            atomic_write_text(json_path, metrics_to_json(metrics))
+        except OSError as e:
+            raise ValueError(f"{json_path}: cannot write ({e.strerror or type(e).__name__})") from None
     return metrics
