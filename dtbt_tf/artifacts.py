@@ -230,7 +230,7 @@ class FolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 pid, host = self._owner()
-                if pid is not None and (host != socket.gethostname() or _alive(pid)) and pid != os.getpid():
+                if pid is not None and (host != socket.gethostname() or _alive(pid)):
                     raise ConfigError(f"{self.folder}: in use by another {self.job} (process {pid} on {host}; "
                                       f"lock file {self.path})") from None
                 self.log(f"{self.folder}: taking over the stale lock of process {pid} (no longer running)")

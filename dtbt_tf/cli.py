@@ -126,8 +126,7 @@ def apply_threads(threads: int | None) -> None:
 def add_jit(p: argparse.ArgumentParser, default: bool = False) -> None:
     """``--jit-compile`` / ``--no-jit-compile``: XLA compilation of the model step."""
     p.add_argument("--jit-compile", action=argparse.BooleanOptionalAction, default=default,
-                   help=f"XLA-compile the model step; default {'on' if default else 'off'} "
-                        f"(measured slower on CPU)")
+                   help=f"XLA-compile the model step; default {'on' if default else 'off'}")
 
 
 def add_progress(p: argparse.ArgumentParser) -> None:

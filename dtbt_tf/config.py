@@ -83,15 +83,19 @@ class DoanetConfig:
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         object.__setattr__(self, "pool_sizes", tuple(tuple(p) for p in self.pool_sizes))
-        freq_pool = 1
-        for _, f in self.pool_sizes:
-            freq_pool *= f
-        if self.n_mels % freq_pool:
-            raise ConfigError(f"n_mels={self.n_mels} is not divisible by the frequency pooling {freq_pool}")
+        if self.n_mels % self.freq_pool:
+            raise ConfigError(f"n_mels={self.n_mels} is not divisible by the frequency pooling {self.freq_pool}")
 
     @property
     def n_channels(self) -> int:
         return FORMAT_CHANNELS[self.fmt]
+
+    @property
+    def freq_pool(self) -> int:
+        out = 1
+        for _, f in self.pool_sizes:
+            out *= f
+        return out
 
     @property
     def time_pool(self) -> int:

@@ -246,9 +246,12 @@ def fit_run(cfg: RunConfig, run_dir: str, doanet, trainer, strategy, steps_per_e
         options = tf.data.Options()  # multi-worker: every worker reads all shards, keeps its share of the batches
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
         check = lambda x, y: (tf.debugging.check_numerics(x, f"{cfg.data_dir}: features contain NaN or Inf"), y)
-        train_ds = make_training_dataset(cfg.data_dir, "train", cfg.train.batch_size, steps_per_epoch, initial_epoch,
-                                         cfg.train.epochs, seed=cfg.train.seed, seq_frames=cfg.feature.seq_frames,
+
+        def train_ds(epoch):
+            return make_training_dataset(cfg.data_dir, "train", cfg.train.batch_size, steps_per_epoch, epoch,
+                                         seed=cfg.train.seed, seq_frames=cfg.feature.seq_frames,
                                          seq_hop=cfg.train.seq_hop).map(check).with_options(options)
+
         val_ds = None
         # multi-worker: no validation loss pass (a partial last batch leaves some workers an empty batch,
         # which the model cannot take); the chief's whole-recording validation metrics still run
@@ -258,8 +261,9 @@ def fit_run(cfg: RunConfig, run_dir: str, doanet, trainer, strategy, steps_per_e
             # a known length keeps Keras from warning at the end of every validation pass
             val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(int(val_ds.reduce(0, lambda n, _: n + 1))))
         try:
-            trainer.fit(train_ds, validation_data=val_ds, epochs=cfg.train.epochs, initial_epoch=initial_epoch,
-                        steps_per_epoch=steps_per_epoch, callbacks=all_callbacks, verbose=verbose, shuffle=False)
+            for epoch in range(initial_epoch, cfg.train.epochs):  # one fit per epoch: its data is its own
+                trainer.fit(train_ds(epoch), validation_data=val_ds, epochs=epoch + 1, initial_epoch=epoch,
+                            steps_per_epoch=steps_per_epoch, callbacks=all_callbacks, verbose=verbose, shuffle=False)
         except tf.errors.InvalidArgumentError as e:
             if "NaN or Inf" in str(e):
                 raise DataError(e.message.splitlines()[0].split(" : ")[0]) from None

@@ -2,41 +2,41 @@
 """Export a trained DOAnet: SavedModel for TF Serving (features-in and audio-in signatures) and TFLite files."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-from dtbt_tf.config import ConfigError
+from dtbt_tf import cli
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Write OUT/<version>/ (TF Serving layout: signatures serving_default (features) and from_audio "
-                    "(audio at 24 kHz), configs in assets.extra/dtbt_tf.json) and, with --tflite, "
-                    "OUT/tflite/doanet_<fmt>_<variant>.tflite (batch 1, fixed window, built-in ops only) with a "
-                    "JSON sidecar each. See docs/deployment.md.")
+    p = cli.parser(
+        "Write OUT/<version>/ (TF Serving layout: signatures serving_default (features) and from_audio "
+        "(audio at 24 kHz), configs and the activity threshold in assets.extra/dtbt_tf.json) and, with --tflite, "
+        "OUT/tflite/doanet_<fmt>_<variant>.tflite (batch 1, fixed window, built-in ops only) with a JSON sidecar "
+        "each. Everything is checked before anything is written; OUT is locked while the export runs. See "
+        "docs/deployment.md.")
     p.add_argument("--model", required=True, metavar="RUN_DIR",
                    help="training run folder (run_config.json + best.keras) or a DOAnet .keras file")
-    p.add_argument("--out", required=True, metavar="DIR", help="model base folder, e.g. saved_models/doanet_foa")
-    p.add_argument("--version", type=int, default=1, help="SavedModel version number (default 1)")
+    p.add_argument("--out", required=True, metavar="DIR", help="model base folder, e.g. models/doanet_foa")
+    p.add_argument("--version", type=cli.positive_int, default=1, help="SavedModel version number (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing version / TFLite files")
     p.add_argument("--tflite", default="", metavar="LIST",
                    help="comma-separated TFLite variants: fp32, int8 (dynamic range), fp16, audio (fp32 with the "
                         "features in the graph); e.g. fp32,int8,fp16")
-    p.add_argument("--window", type=int, default=250, help="TFLite window in feature frames (default 250 = 5 s)")
+    p.add_argument("--window", type=cli.positive_int, default=250,
+                   help="TFLite window in feature frames, a multiple of 5 (default 250 = 5 s)")
     p.add_argument("--no-saved-model", action="store_true", help="write only the TFLite files")
     args = p.parse_args(argv)
-    try:
+
+    def run():
+        cli.quiet_tensorflow()
         from dtbt_tf.export import export_all
 
-        written = export_all(args.model, args.out, version=args.version, tflite=args.tflite,
-                             window_frames=args.window, saved_model=not args.no_saved_model,
-                             overwrite=args.overwrite)
-    except (ConfigError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+        for path in export_all(args.model, args.out, version=args.version, tflite=args.tflite,
+                               window_frames=args.window, saved_model=not args.no_saved_model,
+                               overwrite=args.overwrite):
+            print(path)
+
+    return cli.run(run)
 
 
 if __name__ == "__main__":

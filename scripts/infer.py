@@ -1,39 +1,48 @@
 #!/usr/bin/env python
-"""Localise sources in DCASE-format wav files with a trained DOAnet and write one DCASE CSV (and a plot) per file."""
+"""Localise sources in users' 4-channel recordings (FOA or MIC, as the model was trained) with a trained DOAnet
+and write one DCASE CSV (and a plot) per file."""
 from __future__ import annotations
 
-import argparse
 import sys
 
-from dtbt_tf.inference import infer_files
+from dtbt_tf import cli
+from dtbt_tf.data.user_audio import CHANNEL_ORDERS
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(
-        description="Run a DOAnet over 4-channel 24 kHz wav files (FOA or MIC, as the model was trained) of any "
-                    "length: 5 s windows with 50% overlap, the centre of each kept. Writes OUT/<name>.csv with "
-                    "rows frame,class,track,azimuth,elevation (100 ms frames, class 0, track = regressor slot, "
-                    "integer degrees) for every slot whose activity exceeds --threshold, and with --plot "
-                    "OUT/<name>.png. A .tflite model runs without TensorFlow (ai_edge_litert + NumPy features).")
-    p.add_argument("audio", nargs="+", metavar="AUDIO", help="wav files (4 channels, 24 kHz)")
+    p = cli.parser(
+        "Run a DOAnet over 4-channel recordings of any length: wav, flac or ogg at any sample rate (resampled to "
+        "24 kHz, said in one line), FOA in ACN/SN3D order (AmbiX) or FuMa (--channel-order fuma), MIC in the "
+        "tetrahedral capsule order (docs/recording.md). 5 s windows with 50% overlap, the centre of each kept. "
+        "Writes OUT/<name>.csv with rows frame,class,track,azimuth,elevation (100 ms frames, class 0, track = "
+        "regressor slot, integer degrees) for every slot whose activity exceeds the threshold, and with --plot "
+        "OUT/<name>.png. A .tflite model runs without TensorFlow (ai_edge_litert + NumPy features).")
+    p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files (4 channels)")
     p.add_argument("--model", required=True, metavar="PATH",
                    help="SavedModel folder (a version folder, or a TF Serving base folder: highest version), "
                         "training run folder (run_config.json + best.keras) or .tflite file")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (created if missing)")
+    p.add_argument("--channel-order", choices=CHANNEL_ORDERS, default="acn",
+                   help="FOA channel order of the files: acn (W, Y, Z, X, SN3D: AmbiX) or fuma (W, X, Y, Z with W "
+                        "at -3 dB); default acn")
     p.add_argument("--plot", action="store_true", help="also write a PNG of azimuth/elevation over time per file")
     p.add_argument("--ref", metavar="DIR", help="metadata folder: overlay OUT's plot with DIR/<name>.csv if present")
-    p.add_argument("--threshold", type=float, default=0.5, help="activity threshold of a slot (default 0.5)")
-    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads (default: its own)")
+    p.add_argument("--threshold", type=cli.probability, default=None,
+                   help="activity threshold of a slot; default: the model's own (saved at training)")
+    cli.add_threads(p)
     args = p.parse_args(argv)
-    try:
-        written = infer_files(args.audio, args.model, args.out, plot=args.plot, ref_dir=args.ref,
-                              threshold=args.threshold, num_threads=args.threads)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    for path in written:
-        print(path)
-    return 0
+
+    def run():
+        cli.quiet_tensorflow()
+        from dtbt_tf.inference import infer_files
+
+        log = lambda msg: print(msg, file=sys.stderr)
+        for path in infer_files(args.audio, args.model, args.out, plot=args.plot, ref_dir=args.ref,
+                                threshold=args.threshold, num_threads=args.threads,
+                                channel_order=args.channel_order, log=log):
+            print(path)
+
+    return cli.run(run)
 
 
 if __name__ == "__main__":

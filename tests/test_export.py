@@ -5,18 +5,17 @@ import subprocess
 import sys
 import textwrap
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig
+from dtbt_tf.config import ConfigError, FeatureConfig
 from dtbt_tf.data.dcase import Metadata, format_name, write_audio, write_metadata
-from dtbt_tf.export import (export_saved_model, export_tflite, fixed_shape_copy, quantization_report,
-                            tflite_op_names)
-from dtbt_tf.features import extract_features
-from dtbt_tf.features_numpy import features_numpy
-from dtbt_tf.inference import load_model, tflite_sidecar_path
+from dtbt_tf.artifacts import save_run_config, tflite_sidecar_path
+from dtbt_tf.evaluation import quantization_report
+from dtbt_tf.export import export_all, export_saved_model, export_tflite, fixed_shape_copy, tflite_op_names
+from dtbt_tf.features.tf_features import extract_features
+from dtbt_tf.inference import load_model
 
 WINDOW = 50  # feature frames per TFLite window in these tests (10 label frames)
 # Parity tolerances vs the Keras/SavedModel outputs on the same window (max abs difference; DOAs are unit vectors,
@@ -25,36 +24,15 @@ WINDOW = 50  # feature frames per TFLite window in these tests (10 label frames)
 TOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}  # measured here: 2e-6, 3e-3, 2.5e-2
 
 
-def tiny_doanet(fmt="foa", seed=0):
-    """A small random DOAnet with normalisation statistics of noise features and non-zero random biases."""
-    keras.utils.set_random_seed(seed)
-    # conv and GRU kernels of > 1024 weights, so dynamic-range quantisation applies to them
-    cfg = DoanetConfig(fmt=fmt, conv_filters=12, rnn_units=16, fc_units=16)
-    rng = np.random.default_rng(seed)
-    feats = features_numpy(noise(2.0, seed + 100), FeatureConfig(fmt=fmt))
-    from dtbt_tf.models.doanet import build_doanet
-
-    model = build_doanet(cfg, norm_mean=feats.mean(axis=0), norm_std=feats.std(axis=0) + 1e-3)
-    for layer in model.layers:
-        for w in layer.weights:
-            if w.path.endswith("bias"):
-                w.assign(rng.normal(0.0, 0.2, w.shape).astype(np.float32))
-    return model, cfg
-
-
-def noise(seconds, seed):
-    rng = np.random.default_rng(seed)
-    return (0.1 * rng.standard_normal((int(seconds * 24000), 4))).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
-def foa(tmp_path_factory):
+def foa(tmp_path_factory, tiny_doanet):
     model, cfg = tiny_doanet("foa")
     out = tmp_path_factory.mktemp("export") / "doanet_foa"
     vdir = export_saved_model(model, str(out))
     return model, cfg, str(out), vdir
 
 
+@pytest.mark.slow  # saved_model_cli in a subprocess and two more exports (~25 s)
 def test_saved_model_layout_config_and_cli(foa):
     model, cfg, out, vdir = foa
     assert vdir == os.path.join(out, "1") and os.path.isfile(os.path.join(vdir, "saved_model.pb"))
@@ -73,7 +51,8 @@ def test_saved_model_layout_config_and_cli(foa):
     assert sorted(os.listdir(out)) == ["1", "2"]  # no temporary folders left behind
 
 
-def test_saved_model_reloads_without_dtbt_tf_and_matches(foa, tmp_path):
+@pytest.mark.slow  # a fresh interpreter loading the SavedModel (~25 s)
+def test_saved_model_reloads_without_dtbt_tf_and_matches(foa, tmp_path, noise):
     model, cfg, out, vdir = foa
     feats = np.random.default_rng(1).standard_normal((2, 100, 64, 7)).astype(np.float32) * 5 - 40
     audio = noise(3.0, 2)[None, : 3 * 24000 - 1000]  # 29 full label frames + 1400 samples to trim
@@ -129,6 +108,7 @@ def tflite_paths(foa, tmp_path_factory):
     return {q: export_tflite(foa[0], str(out / f"m_{q}.tflite"), q, window_frames=WINDOW) for q in TOL}
 
 
+@pytest.mark.slow  # TFLite conversions (tflite_paths: three quantisations, ~50 s)
 @pytest.mark.parametrize("quant", ["fp32", "fp16", "int8"])
 def test_tflite_builtin_ops_and_parity(foa, tflite_paths, quant):
     model, path = foa[0], tflite_paths[quant]
@@ -146,6 +126,7 @@ def test_tflite_builtin_ops_and_parity(foa, tflite_paths, quant):
     np.testing.assert_allclose(act, ref["activity"], atol=TOL[quant])
 
 
+@pytest.mark.slow  # TFLite conversion
 def test_tflite_unrolled_gru_has_no_loop(foa, tmp_path):
     model = foa[0]
     path = export_tflite(model, str(tmp_path / "unrolled.tflite"), "int8", window_frames=WINDOW, unroll=True)
@@ -158,7 +139,8 @@ def test_tflite_unrolled_gru_has_no_loop(foa, tmp_path):
     np.testing.assert_allclose(act, ref["activity"], atol=TOL["int8"])
 
 
-def test_tflite_audio_in_matches_from_audio(foa, tmp_path):
+@pytest.mark.slow  # TFLite conversion
+def test_tflite_audio_in_matches_from_audio(foa, tmp_path, noise):
     model, cfg, out, vdir = foa
     path = export_tflite(model, str(tmp_path / "audio.tflite"), "fp32", window_frames=WINDOW, input_kind="audio")
     ops = tflite_op_names(path)
@@ -179,7 +161,8 @@ def test_tflite_bad_arguments(foa, tmp_path):
     assert not os.path.exists(tmp_path / "x.tflite")
 
 
-def test_quantization_report_on_a_tiny_split(tflite_paths, tmp_path):
+@pytest.mark.slow  # TFLite conversions (tflite_paths)
+def test_quantization_report_on_a_tiny_split(tflite_paths, tmp_path, noise):
     root = tmp_path / "data"
     (root / "foa_dev").mkdir(parents=True)
     (root / "metadata_dev").mkdir()
@@ -201,6 +184,7 @@ def test_quantization_report_on_a_tiny_split(tflite_paths, tmp_path):
         quantization_report({"int8": paths["int8"]}, str(root))
 
 
+@pytest.mark.slow  # TFLite conversions (tflite_paths)
 def test_quantised_variants_hold_quantised_weights(tflite_paths):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -212,8 +196,8 @@ def test_quantised_variants_hold_quantised_weights(tflite_paths):
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"], sizes
 
 
-def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path):
-    from dtbt_tf.config import LossConfig, save_json
+def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path, tiny_doanet):
+    from dtbt_tf.config import InferenceConfig, LossConfig, RunConfig, TrainSettings
 
     model, dcfg = tiny_doanet("foa", seed=3)
     run, data = tmp_path / "run", tmp_path / "features"
@@ -221,11 +205,32 @@ def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path):
     data.mkdir()
     model.save(str(run / "best.keras"))
     fcfg = FeatureConfig(fmt="foa", seq_frames=500)  # not the default: must come from the run, not the shapes
-    save_json({"feature_config": fcfg, "doanet_config": dcfg, "loss_config": LossConfig(), "data_dir": str(data)},
-              str(run / "run_config.json"))
+    save_run_config(str(run), RunConfig(fcfg, dcfg, LossConfig(), TrainSettings(), InferenceConfig(threshold=0.7),
+                                        data_dir=str(data)))
     (data / "manifest.json").write_text(json.dumps({"source": {"root": "/data/dcase", "format": "foa"}}))
     vdir = export_saved_model(str(run), str(tmp_path / "out"))
     info = json.load(open(os.path.join(vdir, "assets.extra", "dtbt_tf.json")))
     assert info["feature_config"]["seq_frames"] == 500 and info["doanet_config"]["conv_filters"] == 12
     assert info["source_run"] == str(run) and info["data_root"] == "/data/dcase"
     assert load_model(str(run)).window_frames == load_model(vdir).window_frames == 500  # windows = training length
+    # the run's threshold travels into every export and inference uses it
+    assert info["inference_config"] == {"threshold": 0.7, "use_activity": True}
+    assert load_model(vdir).inference.threshold == 0.7
+    (tfl,) = export_all(str(run), str(tmp_path / "lite"), tflite="fp32", window_frames=50, saved_model=False)
+    assert load_model(tfl).inference == InferenceConfig(threshold=0.7)
+
+
+def test_export_refuses_bad_window_before_writing(tmp_path, tiny_doanet):
+    model, _ = tiny_doanet("foa", seed=3)
+    model.save(str(tmp_path / "m.keras"))
+    with pytest.raises(ConfigError, match="multiple of 5"):
+        export_all(str(tmp_path / "m.keras"), str(tmp_path / "out"), tflite="fp32", window_frames=7)
+    assert not (tmp_path / "out").exists()  # nothing written, not even the version folder
+
+
+def test_export_removes_what_a_killed_export_left(tmp_path, tiny_doanet):
+    model, _ = tiny_doanet("foa", seed=3)
+    model.save(str(tmp_path / "m.keras"))
+    (tmp_path / "out" / ".1.tmpab12").mkdir(parents=True)  # a killed export's temporary folder
+    export_all(str(tmp_path / "m.keras"), str(tmp_path / "out"))
+    assert sorted(os.listdir(tmp_path / "out")) == ["1"]

@@ -6,35 +6,14 @@ import keras
 import numpy as np
 import pytest
 
-from dtbt_tf.config import ConfigError, FeatureConfig, LossConfig, save_json
+from dtbt_tf.artifacts import save_run_config, saved_model_version_dir, tflite_sidecar_path
+from dtbt_tf.config import ConfigError, FeatureConfig, InferenceConfig, LossConfig, RunConfig, TrainSettings
 from dtbt_tf.data.dcase import Metadata
 from dtbt_tf.export import export_saved_model, export_tflite
-from dtbt_tf.features import extract_features, mel_matrix
-from dtbt_tf.features_numpy import features_numpy, mel_filterbank
-from dtbt_tf.inference import (LoadedModel, load_model, localize,
-                               outputs_to_metadata, plot_tracks, saved_model_version_dir, tflite_sidecar_path,
-                               window_plan)
-from test_export import noise, tiny_doanet
-
-
-def test_mel_filterbank_equals_librosa():
-    for sr, n_fft, n_mels in ((24000, 1024, 64), (16000, 512, 40)):
-        np.testing.assert_allclose(mel_filterbank(sr, n_fft, n_mels), mel_matrix(sr, n_fft, n_mels), atol=1e-7)
-
-
-@pytest.mark.parametrize("fmt", ["foa", "mic"])
-def test_features_numpy_match_tf_features(fmt):
-    cfg = FeatureConfig(fmt=fmt)
-    audio = noise(1.3, 7)
-    audio[:, 1] = 0.5 * np.roll(audio[:, 0], 3) + 0.05 * audio[:, 1]  # correlated channels: non-trivial GCC / intensity
-    ref = extract_features(audio, cfg).numpy()
-    got = features_numpy(audio, cfg, chunk_frames=17)  # chunk boundaries inside the file
-    assert got.shape == ref.shape == (1.3 * 24000 // 480, 64, cfg.n_channels)
-    np.testing.assert_allclose(got[..., :4], ref[..., :4], atol=1e-3)  # dB
-    np.testing.assert_allclose(got[..., 4:], ref[..., 4:], atol=1e-5)
-    np.testing.assert_allclose(got, features_numpy(audio, cfg), rtol=1e-5, atol=1e-6)  # chunking: same result
-    with pytest.raises(ValueError, match="samples, 4"):
-        features_numpy(audio[:, :3], cfg)
+from dtbt_tf.features.tf_features import extract_features
+from dtbt_tf.inference import LoadedModel, load_model, localize, outputs_to_metadata
+from dtbt_tf.plots import plot_tracks
+from dtbt_tf.windowing import window_plan
 
 
 @pytest.mark.parametrize("n_label", [1, 10, 49, 50, 51, 75, 600, 613])
@@ -66,7 +45,7 @@ def test_localize_stitches_window_centres():
         act = np.stack([first[:, None] // 5 + pos, np.broadcast_to(pos, (b, t // 5))], -1).astype(np.float32)
         return np.ones((b, t // 5, 2, 3), np.float32) / np.sqrt(3), act
 
-    model = LoadedModel(predict, cfg, n_max=2, window_frames=250, max_batch=3)
+    model = LoadedModel(predict, cfg, n_max=2, inference=InferenceConfig(), window_frames=250, max_batch=3)
     n_label = 137
     feats = np.broadcast_to(np.arange(n_label * 5, dtype=np.float32)[:, None, None], (n_label * 5, 64, 7))
     doa, act = localize(np.zeros((n_label * 2400 + 100, 4), np.float32), model, features=np.array(feats))
@@ -89,7 +68,7 @@ def test_outputs_to_metadata_thresholds_slots():
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory):
+def models(tmp_path_factory, tiny_doanet):
     model, dcfg = tiny_doanet("foa", seed=1)
     root = tmp_path_factory.mktemp("models")
     export_saved_model(model, str(root / "sm"), version=1)
@@ -98,11 +77,12 @@ def models(tmp_path_factory):
     run = root / "run"
     run.mkdir()
     model.save(str(run / "best.keras"))
-    save_json({"feature_config": FeatureConfig(fmt="foa"), "doanet_config": dcfg, "loss_config": LossConfig()},
-              str(run / "run_config.json"))
+    save_run_config(str(run), RunConfig(FeatureConfig(fmt="foa"), dcfg, LossConfig(), TrainSettings(),
+                                        InferenceConfig(), data_dir=str(run)))
     return model, root, tfl, str(run)
 
 
+@pytest.mark.slow  # `models`: a SavedModel export and a TFLite conversion (~20 s)
 def test_load_model_kinds(models):
     model, root, tfl, run = models
     assert saved_model_version_dir(str(root / "sm")) == str(root / "sm" / "3")
@@ -118,7 +98,8 @@ def test_load_model_kinds(models):
             load_model(bad)
 
 
-def test_all_model_kinds_agree_on_a_long_file(models):
+@pytest.mark.slow  # `models`
+def test_all_model_kinds_agree_on_a_long_file(models, noise):
     """12.3 s = 123 label frames = 4 overlapping windows; SavedModel (TF features), run folder and TFLite
     (NumPy features) give the same stitched outputs, and the first window equals a direct model call."""
     model, root, tfl, run = models
@@ -134,7 +115,8 @@ def test_all_model_kinds_agree_on_a_long_file(models):
     np.testing.assert_allclose(outs["sm"][1][:37], direct["activity"][0, :37], atol=1e-5)
 
 
-def test_short_file_is_padded_to_one_window(models):
+@pytest.mark.slow  # `models`
+def test_short_file_is_padded_to_one_window(models, noise):
     model, root, tfl, run = models
     doa, act = localize(noise(1.04, 12), load_model(tfl))  # 10 label frames (+ 96 samples)
     assert doa.shape == (10, 2, 3) and np.all(np.isfinite(doa)) and np.all((act >= 0) & (act <= 1))
@@ -154,7 +136,8 @@ def test_plot_tracks_writes_png(tmp_path):
     assert os.listdir(tmp_path) == ["p.png"]
 
 
-def test_models_without_activity_loss_count_every_slot(models, tmp_path):
+@pytest.mark.slow  # `models` and one more export
+def test_models_without_activity_loss_count_every_slot(models, tmp_path, tiny_doanet, noise):
     """A run trained with mse / dmotp has an untrained activity head: loading it (run folder or its export)
     reports activity 1 for every slot, so every regressor always counts."""
     model, _, _, _ = models
@@ -162,13 +145,14 @@ def test_models_without_activity_loss_count_every_slot(models, tmp_path):
     run.mkdir()
     model.save(str(run / "best.keras"))
     _, dcfg = tiny_doanet("foa", seed=1)
-    save_json({"feature_config": FeatureConfig(fmt="foa"), "doanet_config": dcfg,
-               "loss_config": LossConfig(name="mse"), "data_dir": str(tmp_path)}, str(run / "run_config.json"))
+    mse = LossConfig(name="mse")
+    save_run_config(str(run), RunConfig(FeatureConfig(fmt="foa"), dcfg, mse, TrainSettings(),
+                                        InferenceConfig.for_loss(mse), data_dir=str(tmp_path)))
     export_saved_model(str(run), str(tmp_path / "sm_mse"), version=1)
     audio = noise(5.0, 3)
     for path in (str(run), str(tmp_path / "sm_mse")):
         loaded = load_model(path)
-        assert not loaded.uses_activity
+        assert not loaded.inference.use_activity
         _, act = localize(audio, loaded)
         assert act.shape == (50, 2) and np.all(act == 1.0)
     _, act = localize(audio, load_model(str(models[3])))  # the `full` run keeps its activity outputs

@@ -201,38 +201,17 @@ def iter_recordings(data_dir: str, split: str):
         yield name.numpy().decode(), feats.numpy(), {k: v.numpy() for k, v in labels.items()}
 
 
-def make_training_dataset(data_dir: str, split: str, batch_size: int, steps_per_epoch: int, first_epoch: int,
-                          epochs: int, seed: int = 0, seq_frames: int = 250, seq_hop: int | None = None,
+def make_training_dataset(data_dir: str, split: str, batch_size: int, steps_per_epoch: int, epoch: int,
+                          seed: int = 0, seq_frames: int = 250, seq_hop: int | None = None,
                           shuffle_buffer: int = 256) -> tf.data.Dataset:
-    """Training batches for epochs ``first_epoch .. epochs - 1``, exactly ``steps_per_epoch`` per epoch.
+    """The ``steps_per_epoch`` training batches of one epoch (0-based ``epoch``).
 
-    Each epoch's data (shard order, window offsets, sequence shuffle) is a function of ``(seed, epoch)`` only,
+    An epoch's data (shard order, window offsets, sequence shuffle) is a function of ``(seed, epoch)`` only,
     never of how many epochs this process has read: a run resumed at an epoch boundary sees the same batches as
-    the uninterrupted run. Epoch 0 draws with ``seed`` itself, later epochs with ``seed + 1000003 * epoch``.
+    the uninterrupted run. Epoch 0 draws with ``seed`` itself, later epochs with ``seed + 1000003 * epoch``;
+    the split is repeated within the epoch as often as ``steps_per_epoch`` needs.
     """
-    manifest = load_manifest(data_dir)
-    cfg, n_max = feature_config(manifest), int(manifest["n_max"])
-    seq_hop = seq_hop or seq_frames
-    for name, v in (("seq_frames", seq_frames), ("seq_hop", seq_hop)):
-        if v <= 0 or v % cfg.label_hop_frames:
-            raise ConfigError(f"{name}={v} must be a positive multiple of {cfg.label_hop_frames} feature frames")
-    shards = _split_shards(manifest, split)
-    parse, cut = _parser(cfg, n_max), _cutter(cfg, seq_frames, seq_hop)
-    hop_labels = seq_hop // cfg.label_hop_frames
-
-    def one_epoch(epoch):
-        epoch_seed = tf.cast(seed, tf.int64) + 1000003 * epoch
-        files = tf.data.Dataset.from_tensor_slices(shards).shuffle(len(shards), seed=epoch_seed,
-                                                                  reshuffle_each_iteration=True).repeat()
-        records = files.interleave(tf.data.TFRecordDataset, cycle_length=min(len(shards), 4),
-                                   num_parallel_calls=tf.data.AUTOTUNE)
-        recs = records.map(lambda r: parse(r)[1:], num_parallel_calls=tf.data.AUTOTUNE)
-        offsets = tf.data.Dataset.random(seed=epoch_seed, rerandomize_each_iteration=True).map(
-            lambda r: tf.cast(r % hop_labels, tf.int32))
-        seqs = tf.data.Dataset.zip(recs, offsets).map(lambda x, o: cut(x[0], x[1], o),
-                                                      num_parallel_calls=tf.data.AUTOTUNE).unbatch()
-        seqs = seqs.shuffle(shuffle_buffer, seed=epoch_seed, reshuffle_each_iteration=True)
-        return seqs.batch(batch_size).take(steps_per_epoch)
-
-    epochs_ds = tf.data.Dataset.range(first_epoch, max(first_epoch, epochs))
-    return epochs_ds.flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+    epoch_seed = int(seed) + 1000003 * int(epoch)
+    return make_sequence_dataset(data_dir, split, batch_size, shuffle=True, seed=epoch_seed, repeat=True,
+                                 seq_frames=seq_frames, seq_hop=seq_hop,
+                                 shuffle_buffer=shuffle_buffer).take(steps_per_epoch)

@@ -79,7 +79,7 @@ def build_doanet(cfg: DoanetConfig, norm_mean=None, norm_std=None, name: str = "
         x = keras.layers.MaxPooling2D((tp, fp), name=f"pool{k}")(x)
         if cfg.dropout:
             x = keras.layers.Dropout(cfg.dropout, name=f"conv_dropout{k}")(x)
-    x = keras.layers.Reshape((-1, (cfg.n_mels // freq_pool) * cfg.conv_filters), name="flatten_freq")(x)
+    x = keras.layers.Reshape((-1, (cfg.n_mels // cfg.freq_pool) * cfg.conv_filters), name="flatten_freq")(x)
 
     x = keras.layers.Bidirectional(keras.layers.GRU(cfg.rnn_units, return_sequences=True, dropout=cfg.dropout),
                                    merge_mode="concat", name="bigru0")(x)

@@ -17,10 +17,7 @@ paper's version):
 - ``head_layers`` = 1: one Dense(units, relu) per row between the attention and the logits. The decision
   is piecewise linear in D (a minimum of sums of entries); ReLU units represent such kinks exactly, tanh
   and sigmoid gates only smoothly.
-Measured for Nmax = 3 by benchmarks/hnet_ablation.py (six epochs of 200k matrices, exact match on fresh
-training-layout matrices with continuous directions): paper network 51.8%, + bidirectional 72.6%, + scale
-83.0%, + relative inputs 91.8%, + ReLU layer 94.2%; near-tie training matrices and a peak rate of 6e-3 on top
-(hnet_training) 97.0%.
+What each option buys is measured by benchmarks/hnet_ablation.py (figures in the README, "Hnet").
 
 Entries of D above ``clip_distance`` can only be padding (unit-vector distances are <= 2), so D is clipped
 there first: the network then sees every padding value (random in [4, 20] during Hnet training, the constant
