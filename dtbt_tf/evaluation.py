@@ -71,7 +71,7 @@ def evaluate_split(model, data_dir: str, split: str, window: int, inference: Inf
             write_metadata(os.path.join(csv_dir, f"{name}.csv"), Metadata(p.frame, 0 * p.frame, p.ident, p.doa))
     if not ref:
         raise DataError(f"{data_dir}: split {split!r} is empty")
-    return compute_metrics(pred, ref), first
+    return compute_metrics(pred, ref, by_polyphony=True), first
 
 
 def evaluate_run_split(model, run_dir: str, data_dir: str, window: int, inference: InferenceConfig,

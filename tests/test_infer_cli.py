@@ -1,6 +1,7 @@
 """scripts/infer.py and scripts/export.py end to end on a tiny random DOAnet."""
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,8 @@ import pytest
 import soundfile as sf
 
 from dtbt_tf.data.dcase import Metadata, format_name, read_metadata, write_audio, write_metadata
-from test_export import noise, tiny_doanet
+
+pytestmark = pytest.mark.slow  # every test needs `exported`: scripts/export.py with a TFLite conversion (~35 s)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -23,7 +25,7 @@ def _script(name):
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, tiny_doanet, noise):
     """scripts/export.py on a .keras DOAnet: SavedModel version 1 + an fp32 TFLite with a short window."""
     root = tmp_path_factory.mktemp("cli")
     model, _ = tiny_doanet("foa", seed=2)
@@ -69,6 +71,7 @@ def test_infer_saved_model_csv_and_plot(exported, tmp_path, capsys):
     assert sorted(os.listdir(res)) == sorted(f"{s}.{e}" for s in stems for e in ("csv", "png"))
     for stem, n_label in zip(stems, (73, 20)):
         lines = open(res / f"{stem}.csv").read().splitlines()
+        assert lines  # the tiny model's activities are 0.40-0.47 > 0.3: the loop below checks rows
         for line in lines:
             frame, cls, track, az, el = (int(v) for v in line.split(","))  # integers only
             assert 0 <= frame < n_label and cls == 0 and track in (0, 1) and -180 <= az < 180 and -90 <= el <= 90
@@ -95,21 +98,54 @@ def test_infer_tflite_never_imports_tensorflow(exported, tmp_path):
     assert os.listdir(res) == [os.path.basename(wavs[0])[:-4] + ".csv"]
 
 
-@pytest.mark.parametrize("problem", ["channels", "rate"])
-def test_infer_bad_audio_one_line_error_nothing_written(exported, tmp_path, capsys, problem):
+@pytest.mark.parametrize("problem", ["channels", "empty", "truncated"])
+def test_infer_bad_audio_one_line_error_nothing_written(exported, tmp_path, capsys, problem, noise):
     root, out, wavs, _ = exported
     bad = tmp_path / "bad.wav"
     if problem == "channels":
         sf.write(str(bad), noise(1.0, 3)[:, :2], 24000)
-    else:
-        sf.write(str(bad), noise(1.0, 3), 48000)
+    elif problem == "empty":
+        sf.write(str(bad), np.zeros((0, 4), np.float32), 24000)
+    else:  # the header promises more samples than the file holds
+        sf.write(str(bad), noise(1.0, 3), 24000, subtype="FLOAT")
+        with open(bad, "r+b") as f:
+            f.truncate(os.path.getsize(bad) // 2)
     res = tmp_path / "pred"
     model = os.path.join(out, "tflite", "doanet_foa_fp32.tflite")
     assert _script("infer").main([wavs[0], str(bad), "--model", model, "--out", str(res)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "bad.wav" in err[0]
-    assert ("2 channels" if problem == "channels" else "48000 Hz") in err[0]
+    assert {"channels": "2 channels", "empty": "no audio samples", "truncated": "truncated"}[problem] in err[0]
     assert not res.exists() or os.listdir(res) == []
+
+
+def test_infer_resamples_a_48khz_copy_and_says_so(exported, tmp_path, capsys):
+    """A 48 kHz copy of a scene gives (nearly) the same tracks as the 24 kHz original, with one line saying so."""
+    import soxr
+
+    _, out, wavs, _ = exported
+    audio, rate = sf.read(wavs[0], dtype="float32")
+    copy = tmp_path / "copy48k.wav"
+    sf.write(str(copy), soxr.resample(audio, rate, 48000), 48000, subtype="FLOAT")
+    model = os.path.join(out, "tflite", "doanet_foa_fp32.tflite")
+    assert _script("infer").main([wavs[0], str(copy), "--model", model, "--out", str(tmp_path / "p")]) == 0
+    assert "copy48k.wav: resampled 48000 -> 24000 Hz (soxr)" in capsys.readouterr().err
+    a = read_metadata(str(tmp_path / "p" / (os.path.basename(wavs[0])[:-4] + ".csv")))
+    b = read_metadata(str(tmp_path / "p" / "copy48k.csv"))
+    assert abs(len(a.frame) - len(b.frame)) <= 0.05 * len(a.frame)  # the same detections up to a few at threshold
+
+
+def test_infer_refuses_two_inputs_with_one_output_name(exported, tmp_path, capsys):
+    _, out, wavs, _ = exported
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for d in ("a", "b"):
+        shutil.copy(wavs[0], tmp_path / d / "x.wav")
+    model = os.path.join(out, "tflite", "doanet_foa_fp32.tflite")
+    args = [str(tmp_path / "a" / "x.wav"), str(tmp_path / "b" / "x.wav"), "--model", model, "--out", str(tmp_path / "o")]
+    assert _script("infer").main(args) == 2
+    assert "same output name 'x'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_infer_bad_model_path(exported, tmp_path, capsys):
@@ -172,6 +208,7 @@ def test_serving_client_rest_roundtrip_and_dry_run(exported, tmp_path, capsys):
     act = ref["activity"].numpy()[0]
     got = read_metadata(str(csv))
     frame, slot = np.nonzero(act > 0.3)
+    assert frame.size > 0  # not two empty lists
     assert got.frame.tolist() == frame.tolist() and got.track.tolist() == slot.tolist()  # same rows as a direct call
     captured = capsys.readouterr()
     assert "HTTP 404" in captured.err

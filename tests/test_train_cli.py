@@ -9,8 +9,10 @@ import pytest
 
 from dtbt_tf.metrics import METRIC_KEYS
 from dtbt_tf.models.hnet import build_hnet
-from test_training import REPO, write_tiny_dcase
 
+pytestmark = pytest.mark.slow  # every test runs scripts/train.py (a whole job) in subprocesses: 30-70 s each
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SMALL = ["--conv-filters", "8", "--rnn-units", "8", "--fc-units", "8"]
 
 
@@ -21,7 +23,7 @@ def _run(args, cwd):
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, write_tiny_dcase):
     base = tmp_path_factory.mktemp("cli")
     root = write_tiny_dcase(base / "dcase", seconds=1.5)
     hnet = str(base / "hnet.keras")
@@ -39,11 +41,11 @@ def test_cli_end_to_end(setup):
     assert "LE (deg)" in proc.stdout and "MOTA (%)" in proc.stdout  # the metric table
     for name in ("run_config.json", "best.keras", "ckpt", "tb", "test_metrics.json", "predictions", "export"):
         assert (out / name).exists(), name
-    assert set(json.loads((out / "test_metrics.json").read_text())) == set(METRIC_KEYS)
+    assert set(METRIC_KEYS) | {"LE_poly1", "frames_poly1"} <= set(json.loads((out / "test_metrics.json").read_text()))
     assert os.path.isdir(root + "_features_foa_n2")  # features cached next to the DCASE root
 
 
-def test_cli_nmax3_end_to_end(setup):
+def test_cli_nmax3_end_to_end(setup, write_tiny_dcase):
     """--n-max 3 on three simultaneous sources: labels and features with three slots, DOAnet with three
     regressors through a Nmax = 3 Hnet, test-split evaluation, export; then the exported model's outputs,
     scripts/evaluate.py on its predictions and scripts/infer.py on a recording."""
@@ -77,7 +79,7 @@ def test_cli_nmax3_end_to_end(setup):
                            str(out / "predictions"), "--ref", str(test_ref), "--json",
                            str(metrics_json)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert set(json.loads(metrics_json.read_text())) == set(METRIC_KEYS)
+    assert set(METRIC_KEYS) | {"LE_poly1", "LE_poly3"} <= set(json.loads(metrics_json.read_text()))
     wav = os.path.join(root, "foa_dev", "fold1_room1_mix001_ov3.wav")
     proc = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "infer.py"), wav, "--model",
                            str(out / "export"), "--out", str(base / "infer_n3")], capture_output=True, text=True,
@@ -144,4 +146,4 @@ def test_cli_mixed_precision(setup):
     assert proc.returncode == 0, proc.stderr[-3000:]
     cfg = json.loads((out / "run_config.json").read_text())
     assert cfg["train"]["mixed_precision"] is True
-    assert set(json.loads((out / "test_metrics.json").read_text())) == set(METRIC_KEYS)
+    assert set(METRIC_KEYS) | {"LE_poly1", "frames_poly1"} <= set(json.loads((out / "test_metrics.json").read_text()))

@@ -148,8 +148,8 @@ def test_run_folder_layout(run, tiny):
     assert cfg["loss_config"]["name"] == "full" and cfg["doanet_config"]["conv_filters"] == 8
     assert cfg["data_dir"].endswith("dcase_features_foa_n2") and cfg["hnet"] == os.path.abspath(tiny["hnet"])
     assert cfg["inference_config"] == {"threshold": 0.5, "use_activity": True}
-    assert set(json.load(open(os.path.join(out, "test_metrics.json")))) == set(METRIC_KEYS)
-    assert set(res["test_metrics"]) == set(METRIC_KEYS) and res["best_epoch"] == 1
+    assert set(METRIC_KEYS) | {"LE_poly1", "frames_poly1"} <= set(json.load(open(os.path.join(out, "test_metrics.json"))))
+    assert set(METRIC_KEYS) <= set(res["test_metrics"]) and res["best_epoch"] == 1
     assert {"epoch_loss", "epoch_dmotp", "epoch_dmota", "epoch_activity"} <= _tags(os.path.join(out, "tb", "train"))
     assert {"epoch_LE", "epoch_LR", "epoch_MOTA", "epoch_loss"} <= _tags(os.path.join(out, "tb", "validation"))
     assert "validation_tracks" in _tags(os.path.join(out, "tb", "images"))
@@ -235,6 +235,7 @@ def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path):
     assert res["best_epoch"] == int(reader_a.get_tensor("best_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+@pytest.mark.slow  # the job up to its first training step: feature extraction, model build, trace (~10-15 s)
 def test_failed_start_leaves_no_run_behind(tiny, tmp_path):
     out = str(tmp_path / "failed")
     with pytest.raises(RuntimeError, match="injected"):
