@@ -18,11 +18,14 @@ Restartable: the job works in `out + ".partial"` (each file written to a tempora
 finished mix in a progress log there, and renames the folder to `out` only when everything, including
 `augment_summary.json`, is written. A rerun with the same settings resumes a `.partial` folder (assuming the source
 files did not change meanwhile) and returns at once for a finished `out`. Bad input is detected before anything is
-written (DataError, one line naming the file).
+written (DataError, one line naming the file). One job at a time: the job holds the `.partial` folder's
+:class:`~dtbt_tf.artifacts.FolderLock` until the folder is renamed to `out` (a second job fails at once) and removes
+the temporaries of a killed run first.
 Hard links share storage with the source dataset: edit an output file in place and the original changes too.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -32,10 +35,12 @@ import shutil
 
 import numpy as np
 
+from dtbt_tf.artifacts import LOCK_FILE, FolderLock
 from dtbt_tf.config import FORMATS, atomic_write_text
 from dtbt_tf.data.dcase import (DEFAULT_SPLITS, DataError, Metadata, Recording, audio_dirs, discover,
                                 format_name, load_audio, read_metadata, split_recordings, write_audio,
                                 write_metadata)
+from dtbt_tf.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -246,6 +251,24 @@ def _settings_match(summary: dict, settings: dict) -> bool:
     return all(summary.get(k) == v for k, v in settings.items())
 
 
+def _finished_output(out: str, settings: dict) -> dict | None:
+    """The result for a finished augmentation with these `settings` in `out`; None if `out` is missing or
+    empty; DataError if it holds anything else."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise DataError(f"{out}: exists and is not a folder")
+    if not (os.path.isdir(out) and os.listdir(out)):
+        return None
+    summary_path = os.path.join(out, SUMMARY_NAME)
+    if os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            summary = json.load(f)
+        if _settings_match(summary, settings):
+            logger.info("%s: already complete", out)
+            return {**summary, "run": {"already_complete": True}}
+    raise DataError(f"{out}: already exists and is not a finished augmentation with these settings; "
+                    f"choose another --out or delete it")
+
+
 # ----------------------------------------------------------------------------------------------------------
 # The job
 
@@ -259,8 +282,6 @@ def augment_dataset(root: str, out: str, factor: int = 4, formats: tuple[str, ..
     every mix with its two sources and gain, and the number of rescaled mixes; the returned dict adds `run`
     (files linked/copied, mixes written/reused this run).
     """
-    from tqdm import tqdm
-
     if not os.path.isdir(root):
         raise DataError(f"{root}: dataset root not found")
     count_new_mixes(0, factor)  # validates factor before any work
@@ -279,18 +300,9 @@ def augment_dataset(root: str, out: str, factor: int = 4, formats: tuple[str, ..
     settings = {"source": os.path.abspath(root), "factor": int(factor), "seed": int(seed), "formats": list(formats),
                 "train_folds": train_folds}
 
-    if os.path.isdir(out) and os.listdir(out):
-        summary_path = os.path.join(out, SUMMARY_NAME)
-        if os.path.isfile(summary_path):
-            with open(summary_path) as f:
-                summary = json.load(f)
-            if _settings_match(summary, settings):
-                logger.info("%s: already complete", out)
-                return {**summary, "run": {"already_complete": True}}
-        raise DataError(f"{out}: already exists and is not a finished augmentation with these settings; "
-                        f"choose another --out or delete it")
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise DataError(f"{out}: exists and is not a folder")
+    finished = _finished_output(out, settings)
+    if finished is not None:
+        return finished
 
     # Discover and check everything before writing.
     recs = {f: discover(root, f) for f in formats}
@@ -330,108 +342,117 @@ def augment_dataset(root: str, out: str, factor: int = 4, formats: tuple[str, ..
     mixes = [Mix(format_name(fold, room, start + i, 2), fold, room, start + i, a, b)
              for i, ((fold, room), a, b) in enumerate(pairs)]
 
-    # Work folder: resume one with the same plan, discard one with another plan.
+    # Work folder, locked until it becomes `out`: resume one with the same plan, discard one with another plan.
     partial = out + ".partial"
     plan = {**settings, "mixes": [[m.stem, m.source_a, m.source_b] for m in mixes]}
-    plan_path = os.path.join(partial, _PLAN_NAME)
-    if os.path.isdir(partial):
-        if not os.path.isfile(plan_path):
-            raise DataError(f"{partial}: exists but was not made by augment; delete it or choose another --out")
-        with open(plan_path) as f:
-            old = json.load(f)
-        if old != plan:
-            logger.info("%s: unfinished run with other settings, starting over", partial)
-            shutil.rmtree(partial)
-        else:
-            n_tmp = _remove_temp_files(partial)
-            logger.info("%s: resuming (%d stale temporary files removed)", partial, n_tmp)
-    try:
-        os.makedirs(partial, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"{partial}: cannot create ({e.strerror})") from None
-    if not os.path.isfile(plan_path):
-        atomic_write_text(plan_path, json.dumps(plan))
-
-    copy_jobs = []
-    src_dirs = [d for f in formats for d in audio_dirs(root, f)]
-    src_dirs += [d for d in (os.path.join(root, "metadata_" + s) for s in ("dev", "eval")) if os.path.isdir(d)]
-    for d in src_dirs:
-        dst_dir = os.path.join(partial, os.path.basename(d))
-        os.makedirs(dst_dir, exist_ok=True)
-        copy_jobs += [(os.path.join(d, n), os.path.join(dst_dir, n)) for n in sorted(os.listdir(d))
-                      if os.path.isfile(os.path.join(d, n)) and not _TMP_RE.search(n)]
-
-    progress_path = os.path.join(partial, _PROGRESS_NAME)
-    done = _read_progress(progress_path)
-    run = {"linked": 0, "copied": 0, "files_reused": 0, "written": 0, "reused": 0, "already_complete": False}
-    gains: dict[str, float] = {}
-    bar = tqdm(total=len(copy_jobs) + len(mixes), desc="augment", unit="file", disable=not progress)
-    try:
-        for src, dst in copy_jobs:
-            if os.path.exists(dst):
-                run["files_reused"] += 1
-            elif _link_or_copy(src, dst):
-                run["linked"] += 1
+    if (os.path.isdir(partial) and set(os.listdir(partial)) - {LOCK_FILE}
+            and not os.path.isfile(os.path.join(partial, _PLAN_NAME))):
+        raise DataError(f"{partial}: exists but was not made by augment; delete it or choose another --out")
+    with FolderLock(partial, "augmentation") as lock:
+        finished = _finished_output(out, settings)  # another job may have finished it since the check above
+        if finished is not None:
+            lock.release()
+            with contextlib.suppress(OSError):
+                os.rmdir(partial)  # the empty folder the lock made
+            return finished
+        plan_path = os.path.join(partial, _PLAN_NAME)
+        if os.path.isfile(plan_path):
+            with open(plan_path) as f:
+                old = json.load(f)
+            if old != plan:
+                logger.info("%s: unfinished run with other settings, starting over", partial)
+                for name in os.listdir(partial):
+                    if name != LOCK_FILE:
+                        path = os.path.join(partial, name)
+                        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
             else:
-                run["copied"] += 1
-            bar.update()
-        with open(progress_path, "a") as log:
-            for m in mixes:
-                if m.stem in done:
-                    gains[m.stem] = done[m.stem]
-                    run["reused"] += 1
-                    bar.update()
-                    continue
-                a, b = ov1[m.source_a], ov1[m.source_b]
-                sr = sample_rate[(m.fold, m.room)]
-                audio, gain = mix_audio({f: load_audio(a[f].audio_path, sr) for f in formats},
-                                        {f: load_audio(b[f].audio_path, sr) for f in formats})
-                for f in formats:
-                    write_audio(_out_path(partial, a[f].audio_path, m.stem + ".wav"), audio[f], sr)
-                merged = merge_metadata(metas[m.source_a], metas[m.source_b], m.stem)
-                meta_a = a[formats[0]].metadata_path
-                write_metadata(_out_path(partial, meta_a, m.stem + ".csv"), merged, cartesian=_is_cartesian(meta_a))
-                log.write(json.dumps({"stem": m.stem, "gain": gain}) + "\n")
-                log.flush()
-                os.fsync(log.fileno())
-                gains[m.stem] = gain
-                run["written"] += 1
-                bar.update()
-    except BaseException:
-        _remove_temp_files(partial)
-        raise
-    finally:
-        bar.close()
+                n_tmp = _remove_temp_files(partial)
+                logger.info("%s: resuming (%d stale temporary files removed)", partial, n_tmp)
+        if not os.path.isfile(plan_path):
+            atomic_write_text(plan_path, json.dumps(plan))
 
-    rescaled = sum(g < 1.0 for g in gains.values())
-    if rescaled:
-        logger.info("%d of %d mixes scaled down to keep the peak <= %.2f", rescaled, len(mixes), PEAK_LIMIT)
-    use = {s: 0 for s in ov1}
-    for m in mixes:
-        use[m.source_a] += 1
-        use[m.source_b] += 1
-    summary = {
-        **settings,
-        "counting_rule": COUNTING_RULE,
-        "train_ov1": len(ov1),
-        "train_ov2_original": n_ov2,
-        "new_mixes": len(mixes),
-        "train_two_source_total": n_ov2 + len(mixes),
-        "ov1_use_min": min(use.values()),
-        "ov1_use_max": max(use.values()),
-        "groups": {f"fold{k[0]}_room{k[1]}": {"ov1": len(v), "mixes": sum((m.fold, m.room) == k for m in mixes)}
-                   for k, v in sorted(groups.items())},
-        "peak_limit": PEAK_LIMIT,
-        "rescaled": rescaled,
-        "original_files": len(copy_jobs),
-        "mixes": [{"name": m.stem, "a": m.source_a, "b": m.source_b, "gain": gains[m.stem]} for m in mixes],
-    }
-    atomic_write_text(os.path.join(partial, SUMMARY_NAME), json.dumps(summary, indent=1) + "\n")
-    os.remove(progress_path)
-    os.remove(plan_path)
-    if os.path.isdir(out):
-        os.rmdir(out)  # empty (checked above)
-    os.replace(partial, out)
+        copy_jobs = []
+        src_dirs = [d for f in formats for d in audio_dirs(root, f)]
+        src_dirs += [d for d in (os.path.join(root, "metadata_" + s) for s in ("dev", "eval")) if os.path.isdir(d)]
+        for d in src_dirs:
+            dst_dir = os.path.join(partial, os.path.basename(d))
+            os.makedirs(dst_dir, exist_ok=True)
+            copy_jobs += [(os.path.join(d, n), os.path.join(dst_dir, n)) for n in sorted(os.listdir(d))
+                          if os.path.isfile(os.path.join(d, n)) and not _TMP_RE.search(n)]
+
+        progress_path = os.path.join(partial, _PROGRESS_NAME)
+        done = _read_progress(progress_path)
+        run = {"linked": 0, "copied": 0, "files_reused": 0, "written": 0, "reused": 0, "already_complete": False}
+        gains: dict[str, float] = {}
+        bar = progress_bar(len(copy_jobs) + len(mixes), "augment", "file", enabled=progress)
+        try:
+            for src, dst in copy_jobs:
+                if os.path.exists(dst):
+                    run["files_reused"] += 1
+                elif _link_or_copy(src, dst):
+                    run["linked"] += 1
+                else:
+                    run["copied"] += 1
+                bar.update()
+            with open(progress_path, "a") as log:
+                for m in mixes:
+                    if m.stem in done:
+                        gains[m.stem] = done[m.stem]
+                        run["reused"] += 1
+                        bar.update()
+                        continue
+                    a, b = ov1[m.source_a], ov1[m.source_b]
+                    sr = sample_rate[(m.fold, m.room)]
+                    audio, gain = mix_audio({f: load_audio(a[f].audio_path, sr) for f in formats},
+                                            {f: load_audio(b[f].audio_path, sr) for f in formats})
+                    for f in formats:
+                        write_audio(_out_path(partial, a[f].audio_path, m.stem + ".wav"), audio[f], sr)
+                    merged = merge_metadata(metas[m.source_a], metas[m.source_b], m.stem)
+                    meta_a = a[formats[0]].metadata_path
+                    write_metadata(_out_path(partial, meta_a, m.stem + ".csv"), merged,
+                                   cartesian=_is_cartesian(meta_a))
+                    log.write(json.dumps({"stem": m.stem, "gain": gain}) + "\n")
+                    log.flush()
+                    os.fsync(log.fileno())
+                    gains[m.stem] = gain
+                    run["written"] += 1
+                    bar.update()
+        except BaseException:
+            _remove_temp_files(partial)
+            raise
+        finally:
+            bar.close()
+
+        rescaled = sum(g < 1.0 for g in gains.values())
+        if rescaled:
+            logger.info("%d of %d mixes scaled down to keep the peak <= %.2f", rescaled, len(mixes), PEAK_LIMIT)
+        use = {s: 0 for s in ov1}
+        for m in mixes:
+            use[m.source_a] += 1
+            use[m.source_b] += 1
+        summary = {
+            **settings,
+            "counting_rule": COUNTING_RULE,
+            "train_ov1": len(ov1),
+            "train_ov2_original": n_ov2,
+            "new_mixes": len(mixes),
+            "train_two_source_total": n_ov2 + len(mixes),
+            "ov1_use_min": min(use.values()),
+            "ov1_use_max": max(use.values()),
+            "groups": {f"fold{k[0]}_room{k[1]}": {"ov1": len(v), "mixes": sum((m.fold, m.room) == k for m in mixes)}
+                       for k, v in sorted(groups.items())},
+            "peak_limit": PEAK_LIMIT,
+            "rescaled": rescaled,
+            "original_files": len(copy_jobs),
+            "mixes": [{"name": m.stem, "a": m.source_a, "b": m.source_b, "gain": gains[m.stem]} for m in mixes],
+        }
+        atomic_write_text(os.path.join(partial, SUMMARY_NAME), json.dumps(summary, indent=1) + "\n")
+        os.remove(progress_path)
+        os.remove(plan_path)
+        if os.path.isdir(out):
+            os.rmdir(out)  # empty (checked above)
+        os.replace(partial, out)
+        lock.path = os.path.join(out, LOCK_FILE)  # the lock moved with its folder; released (removed) there
     logger.info("%s: %d new two-source training recordings (%d original ov2 -> %d)", out, len(mixes), n_ov2,
                 n_ov2 + len(mixes))
     return {**summary, "run": run}

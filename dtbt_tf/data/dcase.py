@@ -198,15 +198,18 @@ def metadata_to_labels(meta: Metadata, n_frames: int, n_max: int, path: str = "<
     Identity = (class, track) over a contiguous run of frames; a new run gets a new track id. Each identity keeps
     the slot it got (first free slot) while it lives. Returns doa (n_frames, n_max, 3) float32 with the padding
     vector (10, 10, 10) in inactive slots, active (n_frames, n_max) float32 0/1, track_id (n_frames, n_max) int32
-    (-1 inactive). Rows beyond n_frames are ignored; more than n_max simultaneous sources is a DataError.
+    (-1 inactive). A DataError names ``path`` for rows past the end of the audio (frame >= n_frames: they would
+    be lost) and for more than n_max simultaneous sources.
     """
+    if meta.frame.size and int(meta.frame.max()) >= n_frames:
+        raise DataError(f"{path}: frame {int(meta.frame.max())} lies past the end of the audio ({n_frames} label "
+                        f"frames)")
     doa = np.full((n_frames, n_max, 3), PAD_VALUE, np.float32)
     active = np.zeros((n_frames, n_max), np.float32)
     track_id = np.full((n_frames, n_max), -1, np.int32)
     by_frame: dict[int, list[int]] = {}
     for i, f in enumerate(meta.frame):
-        if f < n_frames:
-            by_frame.setdefault(int(f), []).append(i)
+        by_frame.setdefault(int(f), []).append(i)
     slot_of: dict[tuple, int] = {}  # identity -> slot, for identities alive at the previous frame
     run_id: dict[tuple, int] = {}
     next_id = 0

@@ -18,6 +18,10 @@ its index; a restarted job keeps every shard whose index matches the plan (same 
 mtime, same feature config and n_max, same shard size on disk) and only redoes the others. The manifest is
 written last: a folder without ``manifest.json`` is an unfinished job.
 
+One job per folder: the whole job holds the folder's :class:`~dtbt_tf.artifacts.FolderLock` (a second job on it
+fails at once), removes the temporaries of a killed run first, and refuses a finished folder of another dataset
+(source root, splits), feature config or n_max unless ``overwrite``.
+
 Parallelism: recordings are processed by a pool of ``workers`` threads (TF kernels release the GIL). On our
 2-core machines TF already spreads one file's STFT over both cores: one thread, two threads and a sequential
 loop run at the same speed (~0.12 s per 60 s FOA file), while a pool of processes that each import TF was
@@ -33,17 +37,17 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import tensorflow as tf
-from tqdm import tqdm
-
-from dtbt_tf.version import __version__
+from dtbt_tf.artifacts import FolderLock
 from dtbt_tf.config import FORMATS, ConfigError, FeatureConfig, atomic_write_text, to_dict
 from dtbt_tf.data import dcase
 from dtbt_tf.features import feature_function
+from dtbt_tf.progress import progress_bar
+from dtbt_tf.version import __version__
 
 MANIFEST = "manifest.json"
 STD_FLOOR = 1e-6  # lower bound of the normalisation std (a constant bin must not divide by zero)
 _SHARD_RE = re.compile(r"^[A-Za-z0-9_]+-\d{5}-of-\d{5}\.tfrecord(\.json)?$")
-_TMP_RE = re.compile(r"^[A-Za-z0-9_]+-\d{5}-of-\d{5}\.tfrecord(\.json)?\.tmp\d+$")
+_TMP_RE = re.compile(r"^([A-Za-z0-9_]+-\d{5}-of-\d{5}\.tfrecord(\.json)?|manifest\.json)\.tmp\d+$")
 
 
 def shard_name(split: str, index: int, n_shards: int) -> str:
@@ -210,10 +214,15 @@ def _ordered_map(fn, items, workers: int):
             yield pending.popleft().result()
 
 
-def _stale_files(out_dir: str, planned: set[str]) -> list[str]:
-    """Temporaries of killed runs and shards of an older plan in ``out_dir`` (only our own file patterns)."""
+def _temporaries(out_dir: str) -> list[str]:
+    """What killed writers of this job left in ``out_dir`` (only our own file patterns)."""
+    return [os.path.join(out_dir, f) for f in os.listdir(out_dir) if _TMP_RE.match(f)]
+
+
+def _stale_shards(out_dir: str, planned: set[str]) -> list[str]:
+    """Shards (and indexes) of an older plan in ``out_dir``."""
     return [os.path.join(out_dir, f) for f in os.listdir(out_dir)
-            if _TMP_RE.match(f) or (_SHARD_RE.match(f) and f.removesuffix(".json") not in planned)]
+            if _SHARD_RE.match(f) and f.removesuffix(".json") not in planned]
 
 
 def _write_shards(out_dir, todo, cfg, n_max, workers, bar) -> None:
@@ -241,17 +250,26 @@ def _write_shards(out_dir, todo, cfg, n_max, workers, bar) -> None:
         atomic_write_text(path + ".json", json.dumps(index) + "\n")
 
 
-def _check_same_job(path: str, cfg: FeatureConfig, n_max: int) -> None:
-    """ConfigError if an existing manifest was made with another feature config or n_max (never overwrite it)."""
+def _check_same_job(path: str, cfg: FeatureConfig, n_max: int, root: str, splits: dict) -> None:
+    """ConfigError if an existing manifest was made with another feature config or n_max, or from another
+    dataset (source root or splits): a folder that runs may be reading is never replaced silently."""
     try:
         with open(path) as f:
             old = json.load(f)
-        same = old["feature_config"] == to_dict(cfg) and old["n_max"] == n_max
-    except (OSError, ValueError, KeyError, TypeError):
-        same = False
-    if not same:
+        same_config = old["feature_config"] == to_dict(cfg) and old["n_max"] == n_max
+        old_root = old["source"]["root"]
+        old_splits = {name: tuple(info["folds"]) for name, info in old["splits"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        same_config, old_root, old_splits = False, None, None
+    if not same_config:
         raise ConfigError(f"{path}: this folder holds features of another job (different feature config, n_max "
-                          "or an unreadable manifest); choose another output folder or delete it")
+                          "or an unreadable manifest); choose another output folder, delete it or pass --overwrite")
+    if os.path.realpath(old_root) != os.path.realpath(root):
+        raise ConfigError(f"{path}: this folder holds the features of another dataset ({old_root}); choose another "
+                          "output folder or pass --overwrite to replace them")
+    if old_splits != splits:
+        raise ConfigError(f"{path}: this folder holds the features of other splits ({old_splits}, asked for "
+                          f"{splits}); choose another output folder or pass --overwrite to replace them")
 
 
 def _manifest(root, cfg, n_max, splits, shards, indexes) -> dict:
@@ -284,36 +302,40 @@ def _manifest(root, cfg, n_max, splits, shards, indexes) -> dict:
 
 
 def extract_dataset(root: str, fmt: str, out_dir: str, n_max: int = 2, splits: dict | None = None,
-                    shard_files: int = 8, workers: int | None = None, progress: bool = True) -> str:
+                    shard_files: int = 8, workers: int | None = None, progress: bool = True,
+                    overwrite: bool = False) -> str:
     """Extract features + labels of every recording under a DCASE-layout `root` into sharded TFRecords.
 
     fmt: 'foa' | 'mic'; splits: {split: folds} (default dcase.DEFAULT_SPLITS, must contain 'train', whose
     files give the normalisation statistics); shard_files: recordings per shard; workers: threads (default
-    min(4, cpu count)). Restartable: finished shards that match the plan are kept. Returns the manifest path.
-    Raises DataError/ConfigError (one line, naming the file) before writing anything if the input is bad.
+    min(4, cpu count)). Restartable: finished shards that match the plan are kept. overwrite: replace a finished
+    folder of another dataset, feature config or n_max (refused otherwise). Returns the manifest path.
+    Raises DataError/ConfigError (one line, naming the file) before writing anything if the input is bad, and
+    ConfigError at once if another job holds the folder.
     """
     cfg, splits, shards = plan(root, fmt, n_max, splits, shard_files)
     workers = min(4, os.cpu_count() or 1) if workers is None else workers
     path = os.path.join(out_dir, MANIFEST)
-    if os.path.exists(path):
-        _check_same_job(path, cfg, n_max)
-    os.makedirs(out_dir, exist_ok=True)
-    indexes = {sh.name: _finished_index(out_dir, sh, cfg, n_max) for sh in shards}
-    todo = [sh for sh in shards if indexes[sh.name] is None]
-    stale = _stale_files(out_dir, {sh.name for sh in shards})
-    if todo or stale:
-        # Work to do: until the manifest is rewritten at the end the folder is an unfinished job. A finished
-        # folder keeps its manifest throughout, so a second job reusing it never finds it missing.
-        if os.path.exists(path):
-            os.remove(path)
-        for f in stale:
+    with FolderLock(out_dir, "feature extraction"):
+        for f in _temporaries(out_dir):
             os.remove(f)
-    n_files = sum(len(sh.jobs) for sh in shards)
-    n_todo = sum(len(sh.jobs) for sh in todo)
-    with tqdm(total=n_files, initial=n_files - n_todo, unit="file", desc=f"{fmt} features",
-              disable=not progress) as bar:
-        _write_shards(out_dir, todo, cfg, n_max, workers, bar)
-    for sh in todo:
-        indexes[sh.name] = _finished_index(out_dir, sh, cfg, n_max)
-    atomic_write_text(path, json.dumps(_manifest(root, cfg, n_max, splits, shards, indexes), indent=1) + "\n")
+        if os.path.exists(path) and not overwrite:
+            _check_same_job(path, cfg, n_max, root, splits)
+        indexes = {sh.name: _finished_index(out_dir, sh, cfg, n_max) for sh in shards}
+        todo = [sh for sh in shards if indexes[sh.name] is None]
+        stale = _stale_shards(out_dir, {sh.name for sh in shards})
+        if todo or stale:
+            # Work to do: until the manifest is rewritten at the end the folder is an unfinished job. A finished
+            # folder keeps its manifest throughout, so a second job reusing it never finds it missing.
+            if os.path.exists(path):
+                os.remove(path)
+            for f in stale:
+                os.remove(f)
+        n_files = sum(len(sh.jobs) for sh in shards)
+        n_todo = sum(len(sh.jobs) for sh in todo)
+        with progress_bar(n_files, f"{fmt} features", "file", n_files - n_todo, enabled=progress) as bar:
+            _write_shards(out_dir, todo, cfg, n_max, workers, bar)
+        for sh in todo:
+            indexes[sh.name] = _finished_index(out_dir, sh, cfg, n_max)
+        atomic_write_text(path, json.dumps(_manifest(root, cfg, n_max, splits, shards, indexes), indent=1) + "\n")
     return path
