@@ -9,9 +9,10 @@ real-time factor = 5 s / latency. Random weights are fine for latency (same arit
 
 Also: files on disk, and peak RSS / wall time of `scripts/infer.py` with the int8 `.tflite` on a 60 s file (in a
 fresh Python process that also reports whether TensorFlow was imported). Accuracy: when a trained run exists
-(the run `saved_models/doanet_foa` was exported from, else the newest `runs/*/best.keras`, whose data
+(the run the shipped `doanet_foa` was exported from, else the newest `runs/*/best.keras`, whose data
 manifest points at a DCASE-layout root; or the run folder in $DTBT_DEPLOY_RUN), the LE/LF1 change of the
-quantised variants vs fp32 on that root's test split (`dtbt_tf.export.quantization_report`); else a TODO note.
+quantised variants vs fp32 on that root's test split (`dtbt_tf.evaluation.quantization_report`); else a TODO
+note.
 
     python benchmarks/run.py deploy            # or: python benchmarks/bench_deploy.py [--quick]
 """
@@ -47,11 +48,9 @@ def _tf_worker(kind: str, path: str, threads: int, repeats: int) -> dict:
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     rng = np.random.default_rng(0)
     if kind == "keras":
-        import keras
+        from dtbt_tf.artifacts import load_doanet_keras
 
-        import dtbt_tf.models.doanet  # noqa: F401  (registers DOAnet's custom layers)
-
-        model = keras.saving.load_model(path, compile=False)
+        model = load_doanet_keras(path)
         fn = tf.function(lambda x: model(x, training=False))
         x = tf.constant(rng.standard_normal((1, WINDOW, 64, 7)).astype(np.float32) * 10 - 40)
         call = lambda: fn(x)  # noqa: E731
@@ -132,27 +131,30 @@ def _infer_rss(tflite_path: str, seconds: float, tmp: str) -> dict:
 
 
 def _trained_run():
-    """(run_dir, DCASE root) of a trained FOA run: $DTBT_DEPLOY_RUN if set, else the one saved_models/doanet_foa
-    was exported from (its assets.extra/dtbt_tf.json names it), else the newest runs/*/best.keras; (None, None)
-    if there is none."""
-    from dtbt_tf.export import provenance
+    """(run_dir, DCASE root) of a trained FOA run: $DTBT_DEPLOY_RUN if set, else the one the shipped doanet_foa
+    was exported from (its sidecar names it), else the newest runs/*/best.keras; (None, None) if there is none."""
+    from dtbt_tf.artifacts import BEST_MODEL, SIDECAR, load_run_config, provenance, read_sidecar, shipped_model
+    from dtbt_tf.config import ConfigError
 
     candidates = [os.environ["DTBT_DEPLOY_RUN"]] if os.environ.get("DTBT_DEPLOY_RUN") else []
-    pattern = os.path.join(REPO, "saved_models", "doanet_foa", "*", "assets.extra", "dtbt_tf.json")
-    for info in sorted(glob.glob(pattern)):
+    try:
+        pattern = os.path.join(shipped_model("doanet_foa"), "*", "assets.extra", SIDECAR)
+    except ConfigError:
+        pattern = None
+    for info in sorted(glob.glob(pattern)) if pattern else []:
         try:
-            candidates.append(json.load(open(info))["source_run"])
-        except (OSError, KeyError, ValueError):
+            candidates.append(read_sidecar(info)["source_run"])
+        except (ConfigError, KeyError):
             pass
-    candidates += [os.path.dirname(p) for p in sorted(glob.glob(os.path.join(REPO, "runs", "*", "best.keras")),
+    candidates += [os.path.dirname(p) for p in sorted(glob.glob(os.path.join(REPO, "runs", "*", BEST_MODEL)),
                                                       key=os.path.getmtime, reverse=True)]
     for run in candidates:
         root = provenance(run).get("data_root")
         try:
-            fmt = json.load(open(os.path.join(run, "run_config.json")))["feature_config"]["fmt"]
-        except (OSError, KeyError, ValueError):
+            fmt = load_run_config(run).feature.fmt
+        except ConfigError:
             continue
-        if root and os.path.isdir(root) and fmt == "foa" and os.path.isfile(os.path.join(run, "best.keras")):
+        if root and os.path.isdir(root) and fmt == "foa" and os.path.isfile(os.path.join(run, BEST_MODEL)):
             return run, root
     return None, None
 
@@ -184,9 +186,9 @@ def run(quick: bool = False) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         model = _paper_model()
         if run_dir:
-            from dtbt_tf.training import load_trained
+            from dtbt_tf.artifacts import load_trained
 
-            model = load_trained(run_dir)[0]
+            model, _ = load_trained(run_dir)
         keras_path = os.path.join(tmp, "doanet.keras")
         model.save(keras_path)
         sm_dir = export_saved_model(model, os.path.join(tmp, "doanet_foa"))
@@ -222,7 +224,7 @@ def run(quick: bool = False) -> dict:
                      "peak_rss_MB": round(rss["peak_rss_mb"], 1), "wall_s": round(rss["wall_s"], 2),
                      "tensorflow_imported": rss["tensorflow_imported"]})
         if run_dir:
-            from dtbt_tf.export import quantization_report
+            from dtbt_tf.evaluation import quantization_report
 
             rep = quantization_report({k: lite[k][0] for k in ("fp32", "int8", "fp16")}, data_root, "test",
                                       max_files=2 if quick else None)
@@ -245,5 +247,5 @@ def run(quick: bool = False) -> dict:
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="5 repeats, one thread, 10 s infer file (smoke test)")
     print(json.dumps(run(quick=ap.parse_args().quick), indent=2))

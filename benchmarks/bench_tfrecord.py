@@ -7,7 +7,9 @@ a temporary folder, then:
   threads (runs alternate), wall seconds per file and real-time factor (after a warm-up job traces the graph);
 - reading: `make_sequence_dataset` on the training split, batch 32, 250-frame sequences, shuffled (random
   offsets, interleaved shards, shuffle buffer) and unshuffled, sequences/s and MB/s of features delivered
-  (median of alternating repeats of a fixed number of batches after a warm-up batch); `iter_recordings`;
+  (median of alternating repeats of a fixed number of batches after a warm-up batch); the start of one epoch
+  of `make_training_dataset` (training builds one pipeline per epoch: its first batch, tracing and shuffle
+  buffer included, is paid every epoch); `iter_recordings`;
 - encoding: one file's features (T, 64, 7) float32 written to a TFRecord as `tf.io.serialize_tensor` bytes (what
   the job does) vs a `tf.train.FloatList` (DESIGN 2 says ~30x slower to write), and parsed back from the
   record in memory (parse_single_example + parse_tensor / reshape, in a tf.function).
@@ -140,6 +142,13 @@ def run(quick: bool = False) -> dict:
             seqs = n_batches * batch / float(np.median(times))
             rows.append({"what": f"make_sequence_dataset train, batch {batch}, shuffle={shuffle}",
                          "sequences_per_s": round(seqs, 1), "MB_per_s": round(seqs * seq_mb, 1)})
+        starts = []
+        for epoch in range(repeats):
+            t0 = time.perf_counter()
+            next(iter(pipeline.make_training_dataset(out, "train", batch, n_batches, epoch)))
+            starts.append(time.perf_counter() - t0)
+        rows.append({"what": f"make_training_dataset train, batch {batch}: first batch of an epoch",
+                     "epoch_start_s": round(float(np.median(starts)), 3)})
         n_train = len(pipeline.load_manifest(out)["splits"]["train"]["files"])
         dt = _median_time(lambda: list(pipeline.iter_recordings(out, "train")), repeats)
         rows.append({"what": "iter_recordings train (whole files)", "files": n_train,

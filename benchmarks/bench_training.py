@@ -11,7 +11,6 @@ hits both alike; times are medians after the warm-up. `step_cpu_s_median` is the
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -33,11 +32,15 @@ def _batch(rng, batch, frames, n_max=2, channels=7):
 
 
 def _hnet(n_max):
-    from dtbt_tf.models.hnet import SAVED_MODELS_DIR, build_hnet, load_hnet
+    """(the shipped Hnet of n_max, "shipped"), or an untrained build of the same architecture (same cost)."""
+    from dtbt_tf.artifacts import shipped_model
+    from dtbt_tf.config import ConfigError
+    from dtbt_tf.models.hnet import build_hnet, load_hnet
 
-    if (SAVED_MODELS_DIR / f"hnet_n{n_max}").is_dir():
-        return load_hnet(n_max, n_max=n_max), "shipped"
-    return build_hnet(n_max), "untrained build"
+    try:
+        return load_hnet(shipped_model(f"hnet_n{n_max}"), n_max=n_max), "shipped"
+    except ConfigError:
+        return build_hnet(n_max), "untrained build"
 
 
 def run(quick: bool = False, jit_compile: bool = False) -> dict:
@@ -85,8 +88,10 @@ def run(quick: bool = False, jit_compile: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from dtbt_tf import cli
+
+    ap = cli.parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="tiny model and batch (smoke test)")
-    ap.add_argument("--jit-compile", action="store_true", help="compile the train step with XLA")
+    cli.add_jit(ap)
     a = ap.parse_args()
     print(json.dumps(run(quick=a.quick, jit_compile=a.jit_compile), indent=2))

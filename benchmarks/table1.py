@@ -3,14 +3,14 @@
     python benchmarks/table1.py --format foa               # mse, dmotp, dmotp_act, full, pit
     python benchmarks/table1.py --format foa --augment     # + the "+Augmentation" rows (dmotp, dmotp_act, full, pit)
 
+Each run is trained (dtbt_tf.jobs.train_run) and its test split evaluated (evaluate_run), without exporting.
 Runs live in runs/table1/<format>[_aug]/<loss>/; a finished run (test_metrics.json present) is reused and an
-unfinished one resumes from its checkpoint, so the job can be killed and restarted. Results go to
-benchmarks/results/table1_<format>.json, the combined markdown to benchmarks/results/table1.md and the README
-section between the `table1` markers.
+unfinished one resumes from its checkpoint with its own settings (a changed flag is refused by name), so the
+job can be killed and restarted. Results go to benchmarks/results/table1_<format>.json, the combined markdown
+to benchmarks/results/table1.md and the README section between the `table1` markers.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -20,6 +20,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+sys.path.insert(0, ROOT)  # a fresh clone without `pip install -e .`
+
+from dtbt_tf import cli  # noqa: E402  (light: no TensorFlow import)
+from dtbt_tf.config import (DoanetConfig, FeatureConfig, InferenceConfig, LossConfig, RunConfig,  # noqa: E402
+                            TrainSettings)
+
 RESULTS = os.path.join(HERE, "results")
 BASE_LOSSES = ("mse", "dmotp", "dmotp_act", "full", "pit")
 AUG_LOSSES = ("dmotp", "dmotp_act", "full", "pit")
@@ -37,56 +43,67 @@ PAPER = {
 
 
 def parse_args(argv=None):
-    from dtbt_tf.config import LossConfig  # light: no TensorFlow import
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--format", dest="fmt", choices=("foa", "mic"), default="foa")
+    train = TrainSettings()
+    p = cli.parser(__doc__)
+    cli.add_format(p)
     p.add_argument("--augment", action="store_true",
                    help="train the augmented rows on the overlap-augmented training set")
-    p.add_argument("--factor", type=int, default=3,
+    p.add_argument("--factor", type=cli.positive_int, default=3,
                    help="augmentation factor (x two-source training recordings); default 3 (the most the quick "
                         "synthetic preset allows; the paper used 4 on DCASE2020)")
-    p.add_argument("--losses", nargs="+", default=None, help="subset of losses to run; default all of the table")
+    p.add_argument("--losses", nargs="+", choices=BASE_LOSSES, default=None,
+                   help="subset of losses to run; default all of the table")
     p.add_argument("--data", default=None, help="DCASE-layout root; default the quick synthetic set")
-    p.add_argument("--epochs", type=int, default=12, help="epochs per run (same for every loss); default 12")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hnet", default=None, help="Hnet folder for every run; default saved_models/hnet_n2")
+    p.add_argument("--epochs", type=cli.positive_int, default=train.epochs,
+                   help="epochs per run (same for every loss); default %(default)s")
+    p.add_argument("--batch-size", type=cli.positive_int, default=train.batch_size, help="default %(default)s")
+    p.add_argument("--seed", type=int, default=train.seed, help="default %(default)s")
+    p.add_argument("--hnet", default=None, help="Hnet folder for every run; default the shipped hnet_n2")
     p.add_argument("--hnet-temperature", type=float, default=LossConfig().hnet_temperature,
                    help="train through sigmoid(Hnet logits / T) (scripts/train.py --hnet-temperature); default "
-                        "%(default)s. The README's table was measured with 1 through the c4abe68 Hnet snapshot")
+                        "%(default)s (results/table1_<format>.json records each run's)")
     p.add_argument("--runs", default=os.path.join("runs", "table1"), help="where the runs live")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the README's table section")
     return p.parse_args(argv)
 
 
-def _run_one(loss, data_root, args, run_dir):
-    from dtbt_tf.config import LossConfig, from_dict
-    from dtbt_tf.training import TrainSettings, train
+def run_config(loss: str, args) -> RunConfig:
+    """The RunConfig of one row, built as scripts/train.py builds a new run's (validated here)."""
+    train = TrainSettings.from_preset("quick", epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+    loss_cfg = LossConfig(name=loss, hnet_temperature=args.hnet_temperature)
+    model = DoanetConfig(fmt=args.fmt)
+    return RunConfig(FeatureConfig(fmt=model.fmt, n_mels=model.n_mels), model, loss_cfg, train,
+                     InferenceConfig.for_loss(loss_cfg), hnet=args.hnet)
 
-    metrics_path = os.path.join(run_dir, "test_metrics.json")
+
+def _run_one(loss, data_root, args, run_dir):
+    """Train (or resume) and evaluate one row's run, without exporting; reuse a finished one."""
+    from dtbt_tf.artifacts import TEST_METRICS, has_run, load_run_config
+    from dtbt_tf.config import atomic_write_text
+    from dtbt_tf.jobs import evaluate_run, train_run
+
+    cfg = run_config(loss, args)
+    metrics_path = os.path.join(run_dir, TEST_METRICS)
     time_path = os.path.join(run_dir, "table1_time.json")
     if os.path.isfile(metrics_path) and os.path.isfile(time_path):
         print(f"[table1] reusing {run_dir}")
     else:
-        resume = os.path.isfile(os.path.join(run_dir, "run_config.json"))
+        resume = has_run(run_dir)
         spent = json.load(open(time_path))["seconds"] if os.path.isfile(time_path) else 0.0
-        settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
+        changes = {"loss.name": loss, "loss.hnet_temperature": args.hnet_temperature, "model.fmt": args.fmt,
+                   "train.epochs": args.epochs, "train.batch_size": args.batch_size, "train.seed": args.seed}
         t0 = time.perf_counter()
-        loss_cfg = LossConfig(name=loss, hnet_temperature=args.hnet_temperature)
-        train(data=data_root, fmt=args.fmt, loss_cfg=loss_cfg, hnet=args.hnet, settings=settings, out=run_dir,
-              resume=resume, verbose=2)
-        from dtbt_tf.config import atomic_write_text
-
+        train_run(cfg, out=run_dir, data=data_root, resume=resume, changes=changes, verbose=2)
         atomic_write_text(time_path, json.dumps({"seconds": spent + time.perf_counter() - t0}))
+        evaluate_run(run_dir)
     with open(metrics_path) as f:
         metrics = json.load(f)
     with open(time_path) as f:
         seconds = json.load(f)["seconds"]
-    with open(os.path.join(run_dir, "run_config.json")) as f:
-        hnet_temperature = from_dict(LossConfig, json.load(f)["loss_config"]).hnet_temperature  # a reused run's
+    saved = load_run_config(run_dir)  # a reused run's own settings
     return {"loss": loss, **{k: metrics.get(k) for k in COLUMNS if k != "train_min"},
-            "train_min": round(seconds / 60.0, 1), "run_dir": run_dir, "hnet_temperature": hnet_temperature,
+            "train_min": round(seconds / 60.0, 1), "run_dir": run_dir, "hnet": saved.hnet,
+            "hnet_temperature": saved.loss.hnet_temperature,
             "measured": datetime.date.fromtimestamp(os.path.getmtime(metrics_path)).isoformat()}
 
 
@@ -143,12 +160,10 @@ def _write_outputs(no_readme: bool):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    sys.path.insert(0, ROOT)
-    from dtbt_tf.config import ConfigError
-    from dtbt_tf.data.dcase import DataError
-
     losses = tuple(args.losses or (AUG_LOSSES if args.augment else BASE_LOSSES))
-    try:
+
+    def run():
+        cli.quiet_tensorflow()
         data_root = args.data
         if data_root is None:
             from dtbt_tf.data.synth import make_dataset
@@ -163,11 +178,9 @@ def main(argv=None) -> int:
         for loss in losses:  # results are saved after every run, so a killed job keeps what it finished
             run_dir = os.path.join(args.runs, f"{args.fmt}{'_aug' if args.augment else ''}", loss)
             _save_row(_run_one(loss, data_root, args, run_dir), data_root, args)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    _write_outputs(args.no_readme)
-    return 0
+        _write_outputs(args.no_readme)
+
+    return cli.run(run)
 
 
 def _save_row(row: dict, data_root: str, args) -> None:
@@ -185,7 +198,7 @@ def _save_row(row: dict, data_root: str, args) -> None:
     settings = existing.setdefault("settings", {})
     first_date = settings.get(key, {}).get("date", datetime.date.today().isoformat())
     settings[key] = {  # "date": when the first row of this group was measured; each row has its own "measured"
-        "data": data_root, "hnet": args.hnet or "saved_models/hnet_n2", "epochs": args.epochs,
+        "data": data_root, "hnet": args.hnet or "shipped hnet_n2", "epochs": args.epochs,
         "batch_size": args.batch_size, "seed": args.seed,
         "factor": args.factor if args.augment else None,
         "date": first_date, "cpus": os.cpu_count(), "machine": platform.machine()}
