@@ -40,7 +40,7 @@ RULES = {
         (r"^sound/soldiers/female(death|hurt)", "female_scream", "clip"),
         (r"^sound/civilians/(civ)?male(death|hurt)", "male_scream", "clip"),
         (r"^sound/soldiers/male(death|hurt)", "male_scream", "clip"),
-        (r"^sound/footsteps/(carpet|dirt|grass|gravel|linoleum|metal|sand|snow|stone|tile|wood)\d*\.ogg$",
+        (r"^sound/footsteps/(carpet|dirt|grass|gravel|linoleum|metal|sand|snow|stone|tile|wood)\d*\.\w+$",
          "footsteps", "step"),
         (r"^sound/misc/break(glass|metal|wood)", "crash", "clip"),
         (r"^sound/ambience/(fire\d*|firesoft|smallfire)\.ogg$", "burning_fire", "clip"),

@@ -30,6 +30,9 @@ class SynthConfig:
     (shrunk to fit small rooms) around the array, on the DOA grid `azimuth_step_deg` x `elevations_deg`.
     `ism_order` caps the image-source order (the rest of the decay is a stochastic diffuse tail);
     `anechoic=True` keeps the direct path only. `snr_db` is the range of the ambient-noise SNR (None: no noise).
+    With source clips (``sources_dir``), an event of a class that has clips usable in its fold takes a clip with
+    probability `recorded_fraction`, else a procedural signal of its class; 1.0 makes recorded-only scenes
+    (only the classes with clips occur), below 1 every class occurs (classes without clips stay procedural).
     """
 
     name: str = "quick"
@@ -52,6 +55,7 @@ class SynthConfig:
     ism_order: int = 6
     anechoic: bool = False
     snr_db: tuple | None = (6.0, 30.0)
+    recorded_fraction: float = 1.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -73,6 +77,8 @@ class SynthConfig:
                 raise ConfigError(f"{name} must be a (min, max) pair, got {v}")
         if self.snr_db is not None and (len(self.snr_db) != 2 or self.snr_db[0] > self.snr_db[1]):
             raise ConfigError(f"snr_db must be None or a (min, max) pair, got {self.snr_db}")
+        if not 0.0 <= self.recorded_fraction <= 1.0:
+            raise ConfigError(f"recorded_fraction must be in [0, 1], got {self.recorded_fraction}")
         if not 0.0 <= self.moving_fraction <= 1.0:
             raise ConfigError(f"moving_fraction must be in [0, 1], got {self.moving_fraction}")
         if not (0.05 <= self.rt60_s[0] and self.rt60_s[1] <= 2.0):

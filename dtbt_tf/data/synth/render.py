@@ -145,11 +145,19 @@ def _formats(fmt: str) -> tuple:
     raise ConfigError(f"unknown format {fmt!r}; expected 'foa', 'mic' or 'both'")
 
 
+def _describe_sources(sources) -> str:
+    if isinstance(sources, dict):
+        return f"clip library {sources.get('clip_library_manifest_hash', '?')[:12]}"
+    return "procedural" if sources is None else f"{len(sources)} clips from a folder"
+
+
 def _check_record(path: str, old: dict, new: dict) -> None:
     diffs = []
-    for key in ("generator_version", "seed", "sources"):
+    for key in ("generator_version", "seed"):
         if old.get(key) != new[key]:
-            diffs.append(key if key == "sources" else f"{key}={old.get(key)!r} (requested {new[key]!r})")
+            diffs.append(f"{key}={old.get(key)!r} (requested {new[key]!r})")
+    if old.get("sources") != new["sources"]:
+        diffs.append(f"sources={_describe_sources(old.get('sources'))} (requested {_describe_sources(new['sources'])})")
     try:
         old_cfg = config_from_dict(old.get("config", {}))
         new_cfg = config_from_dict(new["config"])
@@ -187,9 +195,12 @@ def make_dataset(preset="quick", out: str | None = None, fmt: str = "both", seed
     """Make (or reuse) a synthetic dataset in the DCASE2020 layout and return its root folder.
 
     preset: 'quick' | 'paper' or a SynthConfig; out: root folder (default ``data/synth_<name>_seed<seed>``);
-    fmt: 'foa' | 'mic' | 'both'; sources_dir: folder of mono wav clips instead of procedural signals;
-    workers: processes (default: all CPUs). The resolved config is saved as ``synth_config.json``; a folder
-    made with another config, seed or clip set is a ConfigError. Finished scenes are kept, so a second call
+    fmt: 'foa' | 'mic' | 'both'; sources_dir: folder of mono wav clips, or a clip library with its manifest
+    (scripts/build_clip_library.py), instead of procedural signals (mixed with them where
+    ``recorded_fraction`` < 1); workers: processes (default: all CPUs). The default folder of a dataset with
+    clips is ``data/synth_<name>-clips<8 hex digits of the clip set>_seed<seed>``. The resolved config is
+    saved as ``synth_config.json`` (with the library's manifest hash); a folder made with another config,
+    seed or clip set is a ConfigError. Finished scenes are kept, so a second call
     returns at once and a killed job resumes; formats can be added later from the same scene descriptions.
     """
     if isinstance(preset, SynthConfig):
@@ -202,7 +213,11 @@ def make_dataset(preset="quick", out: str | None = None, fmt: str = "both", seed
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
     clips = ClipLibrary.from_dir(sources_dir) if sources_dir else None
-    root = out or os.path.join("data", f"synth_{cfg.name}_seed{seed}")
+    if clips is None and cfg.recorded_fraction < 1.0:
+        raise ConfigError(f"recorded_fraction={cfg.recorded_fraction} mixes recorded and procedural sources: "
+                          "it needs sources_dir (a clip library)")
+    tag = f"-clips{clips.identity()}" if clips else ""
+    root = out or os.path.join("data", f"synth_{cfg.name}{tag}_seed{seed}")
     record = {"generator_version": GENERATOR_VERSION, "seed": int(seed), "config": dataclasses.asdict(cfg),
               "sources": clips.fingerprint() if clips else None}
     record_path = os.path.join(root, CONFIG_FILE)
@@ -232,12 +247,12 @@ def make_dataset(preset="quick", out: str | None = None, fmt: str = "both", seed
             tasks.append((root, s, room_of[s.room], cfg, int(seed), clips, missing))
     if not tasks:
         return root
-    from tqdm.auto import tqdm
+    from dtbt_tf.progress import progress_bar
 
     n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     n_workers = min(workers or n_cpu, len(tasks))
-    bar = tqdm(total=len(scenes), initial=len(scenes) - len(tasks), desc=f"synth {cfg.name}", unit="scene",
-               disable=not progress)
+    bar = progress_bar(len(scenes), desc=f"synth {cfg.name}", unit="scene", initial=len(scenes) - len(tasks),
+                       enabled=progress)
     try:
         if n_workers <= 1:
             for t in tasks:

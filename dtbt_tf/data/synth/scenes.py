@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from dtbt_tf.data.dcase import Metadata, format_name
+from dtbt_tf.data.dcase import DataError, Metadata, format_name
 from dtbt_tf.geometry import polar_to_unit
 
 from .presets import SynthConfig
@@ -126,7 +126,13 @@ def sample_scene(cfg: SynthConfig, room: RoomSpec, mix: int, n_layers: int, seed
     total = cfg.scene_seconds
     az_grid = -180.0 + cfg.azimuth_step_deg * np.arange(int(round(360 / cfg.azimuth_step_deg)))
     el_lo, el_hi = cfg.elevations_deg[0], cfg.elevations_deg[-1]
-    classes = clips.classes() if clips else list(range(N_CLASSES))
+    fold = clips.fold_for(room.fold) if clips else None
+    mixed = clips is not None and cfg.recorded_fraction < 1.0
+    recorded = set(clips.classes(fold)) if clips else set()
+    classes = sorted(recorded) if clips and not mixed else list(range(N_CLASSES))
+    if not classes:
+        raise DataError(f"{clips.root}: the clip library has no clips of its {fold!r} fold, which dataset fold "
+                        f"{room.fold} draws from (mix in procedural sources with recorded_fraction < 1)")
     min_dur = min(cfg.event_seconds[0], MIN_CLIP_SECONDS) if clips else cfg.event_seconds[0]
     events = []
     for _ in range(n_layers):
@@ -134,8 +140,9 @@ def sample_scene(cfg: SynthConfig, room: RoomSpec, mix: int, n_layers: int, seed
         while True:
             dur = rng.uniform(*cfg.event_seconds)
             cls = int(rng.choice(classes))
-            if clips:
-                choices = [i for i, c in enumerate(clips.clips) if c.cls == cls]
+            use_clip = cls in recorded and (not mixed or rng.uniform() < cfg.recorded_fraction)
+            if use_clip:
+                choices = [i for i in clips.usable(fold) if clips.clips[i].cls == cls]
                 ci = int(rng.choice(choices))
                 dur = min(dur, clips.clips[ci].n_samples / FS)
             dur = min(dur, total - t)
@@ -148,7 +155,7 @@ def sample_scene(cfg: SynthConfig, room: RoomSpec, mix: int, n_layers: int, seed
             else:
                 az, el = float(rng.choice(az_grid)), float(rng.choice(cfg.elevations_deg))
                 speed = drift = 0.0
-            if clips:
+            if use_clip:
                 n_ev = int(round(dur * FS))
                 start = int(rng.integers(0, max(clips.clips[ci].n_samples - n_ev, 0) + 1))
                 source = ("clip", ci, start, int(rng.integers(2**31)))

@@ -1,4 +1,5 @@
-"""Dry source signals: procedural families for the 14 DCASE class ids, or real mono clips from a folder.
+"""Dry source signals: procedural families for the 14 DCASE class ids, or real mono clips from a folder or a
+recorded-clip library (``dtbt_tf.data.clips``: ``manifest.json`` with class, fold and hash of every clip).
 
 Families (each event draws its own parameters around its class's ranges, so classes differ and events vary):
 harmonic tones with vibrato and glide, band-limited noise with slow modulation, repeated log chirps, impulsive
@@ -19,6 +20,7 @@ from dtbt_tf.data.dcase import DataError
 FS = 24000
 N_CLASSES = 14
 MIN_CLIP_SECONDS = 0.3
+LIBRARY_MANIFEST = "manifest.json"  # written by dtbt_tf.data.clips.build
 
 _VOWELS = ((730, 1090, 2440), (270, 2290, 3010), (300, 870, 2240), (530, 1840, 2480), (570, 840, 2410))
 
@@ -141,22 +143,30 @@ def procedural(cls: int, n: int, seed: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Clip:
-    """A mono clip: absolute path, path relative to the library root, class id, length in samples at 24 kHz."""
+    """A mono clip: absolute path, path relative to the library root, class id, length in samples at 24 kHz,
+    and its library fold ('test' | 'val' | 'train'; None in a plain folder: usable in every dataset fold)."""
 
     path: str
     relpath: str
     cls: int
     n_samples: int
+    fold: str | None = None
 
 
 class ClipLibrary:
-    """Mono wav clips from a folder. Subfolders (sorted by name) are classes 0, 1, ...; a flat folder assigns
-    classes round-robin over the 14 DCASE ids by sorted file name. Multichannel clips are averaged to mono
-    and every clip is resampled to 24 kHz."""
+    """Mono wav clips from a folder. A folder with a clip-library ``manifest.json`` (scripts/build_clip_library.py)
+    takes classes and folds from it: a clip of library fold 'test' is used only in the dataset folds the
+    manifest maps to 'test' (DCASE: 1), 'val' only in 2, 'train' in the others, so test, validation and
+    training scenes never share a clip. Otherwise subfolders (sorted by name) are classes 0, 1, ... and a flat
+    folder assigns classes round-robin over the 14 DCASE ids by sorted file name; every clip may be used in
+    every fold. Multichannel clips are averaged to mono and every clip is resampled to 24 kHz."""
 
-    def __init__(self, root: str, clips: list[Clip]):
+    def __init__(self, root: str, clips: list[Clip], manifest_hash: str | None = None,
+                 folds: dict | None = None):
         self.root = root
         self.clips = clips
+        self.manifest_hash = manifest_hash
+        self.folds = folds  # {library fold: [dataset folds]}, None for a plain folder
 
     @classmethod
     def from_dir(cls, root: str) -> "ClipLibrary":
@@ -164,6 +174,8 @@ class ClipLibrary:
 
         if not os.path.isdir(root):
             raise DataError(f"{root}: sources folder not found")
+        if os.path.isfile(os.path.join(root, LIBRARY_MANIFEST)):
+            return cls.from_manifest(root)
         subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
         if subdirs:
             groups = [(k, sorted(os.path.join(d, f) for f in os.listdir(os.path.join(root, d))
@@ -187,12 +199,66 @@ class ClipLibrary:
             raise DataError(f"{root}: sources folder contains no .wav clips")
         return cls(root, clips)
 
-    def fingerprint(self) -> list:
-        """[relpath, size in bytes, class] per clip: what the cache compares."""
+    @classmethod
+    def from_manifest(cls, root: str) -> "ClipLibrary":
+        """A clip library: its manifest must match its own hash, and every clip the size it lists (DataError
+        naming the file otherwise: the library was changed after it was built)."""
+        import json
+
+        from dtbt_tf.data.clips.build import manifest_hash
+
+        path = os.path.join(root, LIBRARY_MANIFEST)
+        try:
+            with open(path) as f:
+                manifest = json.load(f)
+            entries, folds = manifest["clips"], manifest["folds"]
+            if manifest.get("hash") != manifest_hash(manifest):
+                raise DataError(f"{path}: the manifest does not match its hash (edited by hand?); rebuild the "
+                                "library with scripts/build_clip_library.py")
+            if manifest.get("sample_rate") != FS:
+                raise DataError(f"{path}: clips at {manifest.get('sample_rate')} Hz, expected {FS}")
+            clips = [Clip(os.path.abspath(os.path.join(root, e["file"])), e["file"], int(e["class"]),
+                          int(e["samples"]), e["fold"]) for e in entries]
+            sizes = [int(e["bytes"]) for e in entries]
+        except (OSError, ValueError) as e:
+            raise DataError(f"{path}: cannot read the clip-library manifest ({e})") from None
+        except (KeyError, TypeError) as e:
+            raise DataError(f"{path}: not a clip-library manifest (missing or bad field {e})") from None
+        for c, size in zip(clips, sizes):
+            if not os.path.isfile(c.path) or os.path.getsize(c.path) != size:
+                raise DataError(f"{c.path}: missing or changed since the library was built; rebuild it")
+            if not 0 <= c.cls < N_CLASSES or c.fold not in folds:
+                raise DataError(f"{path}: {c.relpath}: class {c.cls} or fold {c.fold!r} is not valid")
+        if not clips:
+            raise DataError(f"{path}: the clip library holds no clips")
+        return cls(root, clips, manifest["hash"], {k: [int(f) for f in v] for k, v in folds.items()})
+
+    def fingerprint(self) -> list | dict:
+        """What the cache compares: a library's manifest hash, else [relpath, size in bytes, class] per clip."""
+        if self.manifest_hash:
+            return {"clip_library_manifest_hash": self.manifest_hash, "clips": len(self.clips)}
         return [[c.relpath, os.path.getsize(c.path), c.cls] for c in self.clips]
 
-    def classes(self) -> list[int]:
-        return sorted({c.cls for c in self.clips})
+    def identity(self) -> str:
+        """8 hex digits naming this clip set (part of the default dataset folder name)."""
+        import hashlib
+        import json
+
+        return hashlib.sha256(json.dumps(self.fingerprint()).encode()).hexdigest()[:8]
+
+    def fold_for(self, dataset_fold: int) -> str | None:
+        """The library fold a dataset fold draws from (a fold the manifest does not list: 'train'); None for
+        a plain folder."""
+        if self.folds is None:
+            return None
+        return next((k for k, v in self.folds.items() if dataset_fold in v), "train")
+
+    def usable(self, fold: str | None) -> list[int]:
+        """Indices of the clips a dataset fold with library fold `fold` may use."""
+        return [i for i, c in enumerate(self.clips) if fold is None or c.fold == fold]
+
+    def classes(self, fold: str | None = None) -> list[int]:
+        return sorted({self.clips[i].cls for i in self.usable(fold)})
 
     def excerpt(self, index: int, start: int, n: int, seed: int) -> np.ndarray:
         """`n` samples of clip `index` from sample `start` (24 kHz), with a short envelope, unit RMS."""
