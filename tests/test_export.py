@@ -25,8 +25,14 @@ TOL = {"fp32": 1e-4, "fp16": 1e-2, "int8": 0.1}  # measured here: 2e-6, 3e-3, 2.
 
 
 @pytest.fixture(scope="module")
-def foa(tmp_path_factory, tiny_doanet):
-    model, cfg = tiny_doanet("foa")
+def foa_model(tiny_doanet):
+    """(model, DoanetConfig) of the tiny FOA DOAnet, not exported (tests of the Keras side need no SavedModel)."""
+    return tiny_doanet("foa")
+
+
+@pytest.fixture(scope="module")
+def foa(tmp_path_factory, foa_model):
+    model, cfg = foa_model
     out = tmp_path_factory.mktemp("export") / "doanet_foa"
     vdir = export_saved_model(model, str(out))
     return model, cfg, str(out), vdir
@@ -81,8 +87,8 @@ def test_saved_model_reloads_without_dtbt_tf_and_matches(foa, tmp_path, noise):
     np.testing.assert_allclose(got["a_activity"], ref_a["activity"], atol=1e-5)
 
 
-def test_fixed_shape_copy_same_outputs(foa):
-    model = foa[0]
+def test_fixed_shape_copy_same_outputs(foa_model):
+    model = foa_model[0]
     copy = fixed_shape_copy(model, WINDOW, unroll=True)
     assert tuple(copy.inputs[0].shape) == (1, WINDOW, 64, 7)
     x = np.random.default_rng(3).standard_normal((1, WINDOW, 64, 7)).astype(np.float32) * 5 - 40
@@ -152,8 +158,8 @@ def test_tflite_audio_in_matches_from_audio(foa, tmp_path, noise):
     np.testing.assert_allclose(act, ref["activity"], atol=1e-3)
 
 
-def test_tflite_bad_arguments(foa, tmp_path):
-    model = foa[0]
+def test_tflite_bad_arguments(foa_model, tmp_path):
+    model = foa_model[0]
     with pytest.raises(ConfigError, match="quantization"):
         export_tflite(model, str(tmp_path / "x.tflite"), "int4", window_frames=WINDOW)
     with pytest.raises(ConfigError, match="multiple of 5"):
@@ -196,6 +202,7 @@ def test_quantised_variants_hold_quantised_weights(tflite_paths):
     assert sizes["int8"] < sizes["fp16"] < sizes["fp32"], sizes
 
 
+@pytest.mark.slow  # a SavedModel export and a TFLite conversion (~30 s)
 def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path, tiny_doanet):
     from dtbt_tf.config import InferenceConfig, LossConfig, RunConfig, TrainSettings
 
@@ -228,6 +235,7 @@ def test_export_refuses_bad_window_before_writing(tmp_path, tiny_doanet):
     assert not (tmp_path / "out").exists()  # nothing written, not even the version folder
 
 
+@pytest.mark.slow  # a SavedModel export with both signatures (~10-25 s)
 def test_export_removes_what_a_killed_export_left(tmp_path, tiny_doanet):
     model, _ = tiny_doanet("foa", seed=3)
     model.save(str(tmp_path / "m.keras"))

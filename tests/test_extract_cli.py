@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from dtbt_tf.data import dcase
-from test_tfrecord import write_tiny_dataset
 
 SCRIPT = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "extract_features.py")
 SMALL = [(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)]
@@ -22,7 +21,7 @@ def _main():
     return mod.main
 
 
-def test_run_writes_manifest_and_shards(tmp_path, capsys):
+def test_run_writes_manifest_and_shards(tmp_path, capsys, write_tiny_dataset):
     root = write_tiny_dataset(tmp_path / "data", fmt="mic", files=SMALL)
     out = tmp_path / "feat"
     rc = _main()(["--data", root, "--format", "mic", "--out", str(out), "--n-max", "3", "--shard-files", "1",
@@ -34,6 +33,7 @@ def test_run_writes_manifest_and_shards(tmp_path, capsys):
     assert np.asarray(man["normalization"]["mean"]).shape == (64, 10)
 
 
+@pytest.mark.slow  # a fresh interpreter importing TensorFlow (~8 s); the in-process error tests below stay quick
 def test_subprocess_error_exit_code(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     bad = subprocess.run([sys.executable, SCRIPT, "--data", str(tmp_path / "missing"), "--format", "mic",
@@ -74,7 +74,7 @@ def _unknown_format(root):
 
 
 @pytest.mark.parametrize("breaker", [_wrong_channels, _wrong_rate, _malformed_csv, _missing_split, _unknown_format])
-def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, breaker):
+def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, breaker, write_tiny_dataset):
     root = write_tiny_dataset(tmp_path / "data", files=SMALL)
     path, msg = breaker(root)
     out = tmp_path / "feat"

@@ -252,6 +252,7 @@ class _StopAfter(keras.callbacks.Callback):
             raise RuntimeError("simulated interruption")
 
 
+@pytest.mark.slow  # four epochs on 3000 matrices, interrupted and resumed (~30-75 s)
 def test_small_training_run_learns_and_resumes(tmp_path):
     """A tiny Hnet on 3000 N=2 matrices reaches >= 78% exact match within seconds (trivial cases plus
     learning the padding structure), and an interrupted run resumes at the next epoch."""

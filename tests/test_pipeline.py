@@ -11,11 +11,10 @@ from dtbt_tf.config import ConfigError, FeatureConfig
 from dtbt_tf.data import pipeline
 from dtbt_tf.data.dcase import DataError
 from dtbt_tf.data.tfrecord import extract_dataset
-from test_tfrecord import write_tiny_dataset
 
 
 @pytest.fixture(scope="module")
-def feat_dir(tmp_path_factory):
+def feat_dir(tmp_path_factory, write_tiny_dataset):
     root = write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
     out = str(tmp_path_factory.mktemp("feat"))
     extract_dataset(root, "foa", out, n_max=2, shard_files=2, progress=False)

@@ -12,32 +12,10 @@ from dtbt_tf.config import ConfigError, FeatureConfig, to_dict
 from dtbt_tf.data import dcase
 from dtbt_tf.data.tfrecord import extract_dataset
 from dtbt_tf.features import extract_features
-from dtbt_tf.geometry import polar_to_unit
-
-# (fold, seconds): fold 1 = test, 2 = val, 3-6 = train; odd lengths give T not a multiple of 5.
-TINY_FILES = [(1, 1.0), (2, 1.23), (3, 1.5), (3, 1.0), (4, 2.0), (5, 1.1), (6, 1.3)]
-
-
-def write_tiny_dataset(root, fmt="foa", files=TINY_FILES, seed=0, amplitude=0.05):
-    """Noise wavs (4 ch, 24 kHz) + metadata with two overlapping moving tracks, in the DCASE2020 layout."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(root, f"{fmt}_dev"), exist_ok=True)
-    os.makedirs(os.path.join(root, "metadata_dev"), exist_ok=True)
-    for i, (fold, seconds) in enumerate(files):
-        stem = dcase.format_name(fold, 1, i + 1, 2)
-        audio = amplitude * rng.standard_normal((int(seconds * 24000), 4))
-        dcase.write_audio(os.path.join(root, f"{fmt}_dev", stem + ".wav"), audio)
-        n_lab = int(seconds * 10)
-        rows = [(f, 1, 0, -170 + 7 * f, 10) for f in range(0, n_lab - 2)]
-        rows += [(f, 4, 1, 90 - 5 * f, -20) for f in range(3, n_lab)]
-        frame, cls, track, az, el = (np.array(c) for c in zip(*rows))
-        doa = polar_to_unit(az, el)
-        dcase.write_metadata(os.path.join(root, "metadata_dev", stem + ".csv"), dcase.Metadata(frame, cls, track, doa))
-    return str(root)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, write_tiny_dataset):
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
@@ -223,7 +201,7 @@ def _break(root, what):
 
 
 @pytest.mark.parametrize("what", ["channels", "rate", "csv", "no_csv", "sources", "empty_split"])
-def test_bad_input_names_file_and_writes_nothing(tmp_path, what):
+def test_bad_input_names_file_and_writes_nothing(tmp_path, what, write_tiny_dataset):
     root = write_tiny_dataset(tmp_path / "data", files=[(1, 1.0), (2, 1.0), (3, 1.0), (4, 1.0)])
     path, msg = _break(root, what)
     out = tmp_path / "feat"
