@@ -1,5 +1,6 @@
-"""FOA / MIC feature extraction of one 60 s 4-channel file: TensorFlow (`dtbt_tf.features`) vs the librosa/NumPy
-reference, in the same run (DESIGN 10: TF >= 5x faster than the reference on 2 cores).
+"""FOA / MIC feature extraction of one 60 s 4-channel file: TensorFlow (`dtbt_tf.features.tf_features`) vs the
+librosa/NumPy reference (tests/feature_reference.py), in the same run (DESIGN 10: TF >= 5x faster than the reference
+on 2 cores).
 
 The file is synthetic and seeded: noise with a slow envelope plus one tone per channel, 24 kHz. TF is timed as
 `feature_function(cfg)` (graph tf.function, the default) and `feature_function(cfg, jit_compile=True)` (XLA),
@@ -12,20 +13,23 @@ spinning) per call; speedup_of_min_times compares the fastest runs, the least di
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import time
+from pathlib import Path
 
 import numpy as np
 
+REFERENCE = Path(__file__).resolve().parents[1] / "tests" / "feature_reference.py"
 
-def synthetic_audio(seconds: float, sample_rate: int = 24000, seed: int = 0) -> np.ndarray:
-    """Seeded (samples, 4) float32: enveloped white noise plus a different tone per channel."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * sample_rate)) / sample_rate
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t)[:, None]
-    tones = 0.3 * np.sin(2 * np.pi * np.array([440.0, 1000.0, 3100.0, 7000.0]) * t[:, None])
-    return (0.1 * envelope * rng.standard_normal((t.size, 4)) + tones).astype(np.float32)
+
+def _reference_module():
+    """tests/feature_reference.py (the oracle is test code, not part of the package), imported by path."""
+    spec = importlib.util.spec_from_file_location("feature_reference", REFERENCE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _timed(fn):
@@ -38,15 +42,16 @@ def run(quick: bool = False) -> dict:
     import tensorflow as tf
 
     from dtbt_tf.config import FeatureConfig
-    from dtbt_tf.features import feature_function, reference_features_numpy
+    from dtbt_tf.features.tf_features import feature_function
 
+    reference = _reference_module()
     seconds, repeats = (5.0, 3) if quick else (60.0, 9)
-    audio = synthetic_audio(seconds)
+    audio = reference.synthetic_audio(seconds)
     rows = []
     for fmt in ("foa", "mic"):
         cfg = FeatureConfig(fmt=fmt)
         impls = {
-            "librosa/numpy reference": lambda: reference_features_numpy(audio, cfg),
+            "librosa/numpy reference": lambda: reference.reference_features_numpy(audio, cfg),
             "tf graph (default)": lambda: feature_function(cfg)(audio).numpy(),
             "tf xla (jit_compile)": lambda: feature_function(cfg, jit_compile=True)(audio).numpy(),
         }

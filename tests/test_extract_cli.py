@@ -69,22 +69,26 @@ def _missing_split(root):
     return root, "split 'test' (folds [1]) is empty"
 
 
-def _unknown_format(root):
-    return None, "unknown format 'ambi'"
-
-
-@pytest.mark.parametrize("breaker", [_wrong_channels, _wrong_rate, _malformed_csv, _missing_split, _unknown_format])
+@pytest.mark.parametrize("breaker", [_wrong_channels, _wrong_rate, _malformed_csv, _missing_split])
 def test_bad_input_one_line_exit_2_no_output(tmp_path, capsys, breaker, write_tiny_dataset):
     root = write_tiny_dataset(tmp_path / "data", files=SMALL)
     path, msg = breaker(root)
     out = tmp_path / "feat"
-    fmt = "ambi" if breaker is _unknown_format else "foa"
-    rc = _main()(["--data", root, "--format", fmt, "--out", str(out), "--no-progress"])
+    rc = _main()(["--data", root, "--format", "foa", "--out", str(out), "--no-progress"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and msg in err
     if path:
         assert err.startswith(f"error: {path}: ")
     assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["data"]
+
+
+def test_unknown_format_is_a_usage_error(tmp_path, capsys, write_tiny_dataset):
+    root = write_tiny_dataset(tmp_path / "data", files=SMALL)
+    with pytest.raises(SystemExit) as e:
+        _main()(["--data", root, "--format", "ambi", "--out", str(tmp_path / "feat")])
+    assert e.value.code == 2
+    assert "invalid choice: 'ambi'" in capsys.readouterr().err.splitlines()[-1]
     assert sorted(os.listdir(tmp_path)) == ["data"]
 
 

@@ -1,41 +1,46 @@
+"""The features package: the mel filterbank vs librosa, the TF ops and the NumPy device path vs the librosa oracle
+(tests/feature_reference.py) and vs each other, and the TF-free imports."""
+import subprocess
+import sys
+
+import librosa
 import numpy as np
 import pytest
 import tensorflow as tf
 
 from dtbt_tf.config import FeatureConfig
-from dtbt_tf.features import (
-    MIC_PAIRS,
-    extract_features,
-    feature_function,
-    reference_features_numpy,
-)
+from dtbt_tf.features import MIC_PAIRS, features_numpy, mel_filterbank
+from dtbt_tf.features.tf_features import extract_features, feature_function
 from dtbt_tf.geometry import angular_distance_deg, polar_to_unit
+from feature_reference import reference_features_numpy, synthetic_audio
 
 SR = 24000
 FOA, MIC = FeatureConfig(fmt="foa"), FeatureConfig(fmt="mic")
+IMPLEMENTATIONS = {"tf": lambda audio, cfg: extract_features(audio, cfg).numpy(), "device": features_numpy}
 
-# TF vs the librosa oracle (both float32). Measured maxima on 2 s / 60 s of _test_audio, whose noise envelope dips
-# to zero so frames span ~100 dB: log-mel 1.6e-4 / 3.9e-4 dB in bands within 60 dB of the frame's loudest band and
-# 0.008 / 0.028 dB anywhere; intensity 1.5e-5 / 2.3e-5 (values up to 0.034); GCC 2.3e-4 / 3.6e-4 (values up to
-# 0.19). The differences sit in near-silent bins, where float32 round-off decides the phase.
+# Both implementations vs the librosa oracle (all float32). Measured TF maxima on 2 s / 60 s of synthetic_audio, whose
+# noise envelope dips to zero so frames span ~100 dB: log-mel 1.6e-4 / 3.9e-4 dB in bands within 60 dB of the frame's
+# loudest band and 0.008 / 0.028 dB anywhere; intensity 1.5e-5 / 2.3e-5 (values up to 0.034); GCC 2.3e-4 / 3.6e-4
+# (values up to 0.19). The differences sit in near-silent bins, where float32 round-off decides the phase.
 ATOL_LOGMEL_DB = 1e-3  # bands within 60 dB of the frame maximum
 ATOL_LOGMEL_DB_ALL = 0.05
 ATOL_INTENSITY = 1e-4
 ATOL_GCC = 2e-3
 
-def _test_audio(seconds=2.0, seed=0):
-    """Noise with a slow envelope plus a different tone per channel: (samples, 4) float32."""
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * SR)) / SR
-    envelope = 0.5 + 0.5 * np.sin(2 * np.pi * 0.7 * t)[:, None]
-    tones = 0.3 * np.sin(2 * np.pi * np.array([440.0, 1000.0, 3100.0, 7000.0]) * t[:, None])
-    return (0.1 * envelope * rng.standard_normal((t.size, 4)) + tones).astype(np.float32)
+
+@pytest.mark.parametrize("sr,n_fft,n_mels", [(24000, 1024, 64), (16000, 512, 40), (44100, 2048, 128)])
+def test_mel_filterbank_equals_librosa(sr, n_fft, n_mels):
+    got = mel_filterbank(sr, n_fft, n_mels)
+    want = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels).T
+    assert got.shape == want.shape == (n_fft // 2 + 1, n_mels) and got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
 @pytest.mark.parametrize("cfg,atol_spatial", [(FOA, ATOL_INTENSITY), (MIC, ATOL_GCC)], ids=["foa", "mic"])
-def test_matches_librosa_reference(cfg, atol_spatial):
-    audio = _test_audio()
-    got = extract_features(audio, cfg).numpy()
+def test_matches_librosa_reference(cfg, atol_spatial, impl):
+    audio = synthetic_audio(2.0)
+    got = IMPLEMENTATIONS[impl](audio, cfg)
     want = reference_features_numpy(audio, cfg)
     assert got.shape == want.shape == (100, 64, cfg.n_channels)
     assert got.dtype == np.float32
@@ -47,14 +52,26 @@ def test_matches_librosa_reference(cfg, atol_spatial):
     assert np.abs(want[..., 4:]).max() > 50 * atol_spatial  # the spatial channels are not trivially ~0
 
 
+@pytest.mark.parametrize("cfg", [FOA, MIC], ids=["foa", "mic"])
+def test_device_path_matches_tf_features(cfg, noise):
+    audio = noise(1.3, 7)
+    audio[:, 1] = 0.5 * np.roll(audio[:, 0], 3) + 0.05 * audio[:, 1]  # correlated channels: non-trivial GCC / intensity
+    ref = extract_features(audio, cfg).numpy()
+    got = features_numpy(audio, cfg, chunk_frames=17)  # chunk boundaries inside the file
+    assert got.shape == ref.shape == (1.3 * SR // 480, 64, cfg.n_channels)
+    np.testing.assert_allclose(got[..., :4], ref[..., :4], atol=1e-3)  # dB
+    np.testing.assert_allclose(got[..., 4:], ref[..., 4:], atol=1e-5)
+    np.testing.assert_allclose(got, features_numpy(audio, cfg), rtol=1e-5, atol=1e-6)  # chunking: same result
+
+
 @pytest.mark.filterwarnings("ignore:n_fft=1024 is too large")
 @pytest.mark.parametrize("n_samples", [479, 480, 481, 24000 + 17])
 def test_frame_count_and_shape(n_samples):
-    audio = _test_audio(n_samples / SR)[:n_samples]
+    audio = synthetic_audio(n_samples / SR)[:n_samples]
     for cfg in (FOA, MIC):
         out = extract_features(audio, cfg)
         assert out.shape == (n_samples // 480, 64, cfg.n_channels)
-        assert reference_features_numpy(audio, cfg).shape == out.shape
+        assert features_numpy(audio, cfg).shape == reference_features_numpy(audio, cfg).shape == out.shape
 
 
 def test_frames_are_centred_on_hop_multiples():
@@ -90,19 +107,20 @@ def test_gcc_phat_peak_at_known_delays():
         assert lags[np.argmax(gcc[:, p])] == delays[n] - delays[m], (m, n)
 
 
-def test_silence_is_finite_and_matches_reference():
+@pytest.mark.parametrize("impl", IMPLEMENTATIONS)
+def test_silence_is_finite_and_matches_reference(impl):
     # Exact zeros: log-mel hits the 1e-10 floor (-100 dB), intensity is 0, GCC-PHAT phase of a zero product is 1.
     audio = np.zeros((4800, 4), np.float32)
     audio[2400:, 1] = 0.1 * np.random.default_rng(2).standard_normal(2400)
     for cfg in (FOA, MIC):
-        got, want = extract_features(audio, cfg).numpy(), reference_features_numpy(audio, cfg)
+        got, want = IMPLEMENTATIONS[impl](audio, cfg), reference_features_numpy(audio, cfg)
         assert np.isfinite(got).all()
         np.testing.assert_allclose(got, want, atol=ATOL_GCC, rtol=0)
-    assert np.all(extract_features(audio, FOA).numpy()[:2, :, 0] == -100.0)
+    np.testing.assert_allclose(IMPLEMENTATIONS[impl](audio, FOA)[:2, :, 0], -100.0, atol=1e-4, rtol=0)
 
 
 def test_batch_equals_unbatched_and_unknown_shapes():
-    audio = np.stack([_test_audio(0.5, seed=3), _test_audio(0.5, seed=4)])
+    audio = np.stack([synthetic_audio(0.5, seed=3), synthetic_audio(0.5, seed=4)])
     for cfg in (FOA, MIC):
         fn = tf.function(lambda a: extract_features(a, cfg), input_signature=[tf.TensorSpec([None, None, 4])])
         batched = fn(audio).numpy()
@@ -117,10 +135,28 @@ def test_batch_equals_unbatched_and_unknown_shapes():
 def test_wrong_channel_count_or_rank_is_a_clear_error(shape):
     with pytest.raises(ValueError, match=r"channels|shape"):
         extract_features(np.zeros(shape, np.float32), FOA)
-    with pytest.raises(ValueError, match="shape"):
-        reference_features_numpy(np.zeros(shape, np.float32), FOA)
+    with pytest.raises(ValueError, match="samples, 4"):
+        features_numpy(np.zeros(shape, np.float32), FOA)
 
 
 def test_wrong_channel_count_message_names_the_count():
     with pytest.raises(ValueError, match="has 2 channels, expected 4"):
         extract_features(np.zeros((1000, 2), np.float32), MIC)
+
+
+@pytest.mark.slow  # a fresh interpreter that ends up importing TensorFlow (~10-20 s)
+def test_device_path_imports_neither_tensorflow_nor_librosa():
+    # TFLite inference computes its features with the device path; the TF ops need no librosa either (setup.cfg
+    # lists librosa in the dev extra only).
+    code = (
+        "import sys, numpy as np\n"
+        "import dtbt_tf.features, dtbt_tf.features.device\n"
+        "from dtbt_tf.config import FeatureConfig\n"
+        "dtbt_tf.features.features_numpy(np.zeros((4800, 4), np.float32), FeatureConfig(fmt='mic'))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'librosa'}))\n"
+        "from dtbt_tf.features.tf_features import extract_features\n"
+        "extract_features(np.zeros((4800, 4), np.float32), FeatureConfig(fmt='mic'))\n"
+        "print('librosa' in sys.modules, 'tensorflow' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split("\n")
+    assert out[:2] == ["[]", "False True"]

@@ -11,7 +11,7 @@ from dtbt_tf import __version__
 from dtbt_tf.config import ConfigError, FeatureConfig, to_dict
 from dtbt_tf.data import dcase
 from dtbt_tf.data.tfrecord import extract_dataset
-from dtbt_tf.features import extract_features
+from dtbt_tf.features.tf_features import extract_features
 
 
 @pytest.fixture(scope="module")

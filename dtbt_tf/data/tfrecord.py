@@ -40,7 +40,7 @@ import tensorflow as tf
 from dtbt_tf.artifacts import FolderLock
 from dtbt_tf.config import FORMATS, ConfigError, FeatureConfig, atomic_write_text, to_dict
 from dtbt_tf.data import dcase
-from dtbt_tf.features import feature_function
+from dtbt_tf.features.tf_features import feature_function
 from dtbt_tf.progress import progress_bar
 from dtbt_tf.version import __version__
 

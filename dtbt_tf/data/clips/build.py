@@ -32,7 +32,7 @@ import scipy.signal
 
 from dtbt_tf.config import ConfigError
 from dtbt_tf.data.dcase import DEFAULT_SPLITS, DataError
-from dtbt_tf.data.synth.signals import FS, MIN_CLIP_SECONDS
+from dtbt_tf.data.synth.signals import FS, MIN_CLIP_SECONDS, manifest_hash
 
 from .classes import CLASS_ID, CLASS_NAMES, OMITTED, RECORDINGS, RULES, STAND_INS
 from .sources import PACKAGES, Package, dpkg_versions
@@ -229,13 +229,6 @@ def sequence(parts: list, kind: str, rng: np.random.Generator) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------------------
 # The library
-
-
-def manifest_hash(manifest: dict) -> str:
-    """SHA-256 of the manifest's canonical JSON without its own 'hash' (each clip's entry holds the SHA-256
-    of its wav, so the hash changes with any clip's content, class, fold or licence)."""
-    body = {k: v for k, v in manifest.items() if k != "hash"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def _slug(text: str) -> str:

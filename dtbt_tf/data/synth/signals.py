@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
+import json
 import os
 
 import numpy as np
@@ -137,6 +139,13 @@ def procedural(cls: int, n: int, seed: int) -> np.ndarray:
     return envelope(_FAMILIES[family](n, rng, params), rng)
 
 
+def manifest_hash(manifest: dict) -> str:
+    """SHA-256 of the manifest's canonical JSON without its own 'hash' (each clip's entry holds the SHA-256
+    of its wav, so the hash changes with any clip's content, class, fold or licence)."""
+    body = {k: v for k, v in manifest.items() if k != "hash"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Real clips
 
@@ -203,10 +212,6 @@ class ClipLibrary:
     def from_manifest(cls, root: str) -> "ClipLibrary":
         """A clip library: its manifest must match its own hash, and every clip the size it lists (DataError
         naming the file otherwise: the library was changed after it was built)."""
-        import json
-
-        from dtbt_tf.data.clips.build import manifest_hash
-
         path = os.path.join(root, LIBRARY_MANIFEST)
         try:
             with open(path) as f:
