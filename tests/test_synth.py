@@ -254,6 +254,42 @@ def test_polyphony_never_exceeds_the_maximum_and_tracks_are_dcase_style():
     assert {s.max_polyphony for s in scenes} == {1, 2, 3} and seen_second_track
 
 
+def test_static_sources_on_the_grid_or_at_continuous_positions():
+    """static_continuous_fraction 0 keeps every static event on the DOA grid (and the quick preset's scenes
+    unchanged); 1 puts them off the grid, anywhere within the grid's elevation range."""
+    base = get_preset("quick").replace(name="static", scenes_per_fold=4, scene_seconds=20.0, moving_fraction=0.0)
+    rooms = make_rooms(base, 0)
+
+    def off_grid(cfg):
+        events = [e for s in plan_scenes(cfg, rooms, 0) for e in s.events]
+        assert events and not any(e.moving for e in events)
+        assert all(-40 <= e.elevation <= 40 and -180 <= e.azimuth < 180 for e in events)
+        return np.mean([(e.azimuth % 10 != 0) or (e.elevation % 10 != 0) for e in events])
+
+    assert off_grid(base) == 0.0
+    assert off_grid(base.replace(static_continuous_fraction=1.0)) > 0.95
+    assert 0.3 < off_grid(base.replace(static_continuous_fraction=0.5)) < 0.7
+    quick = get_preset("quick")
+    assert plan_scenes(quick, make_rooms(quick, 0), 0) == plan_scenes(
+        quick.replace(static_continuous_fraction=0.0), make_rooms(quick, 0), 0)
+
+
+def test_standard_and_ood_presets_meet_their_specification():
+    """standard: >= 6 h of training audio (folds 3-6), 3 rooms per fold, rings up to 3 m in some rooms, half the
+    static events off the grid, ov1 and ov2 alternating; ood: rooms smaller and more reverberant than any
+    training room, other SNRs."""
+    std, ood = get_preset("standard"), get_preset("ood")
+    assert 4 * std.scenes_per_fold * std.scene_seconds >= 6 * 3600 and std.rooms_per_fold >= 3
+    assert std.static_continuous_fraction == 0.5 and std.max_polyphony == 2
+    rooms = make_rooms(std, 0)
+    assert len({r.room_id for r in rooms}) == 18 and max(max(r.distances) for r in rooms) >= 3.0
+    assert all(min(r.distances) == 1.0 and r.rt60 <= 0.8 for r in rooms)
+    ood_rooms = make_rooms(ood, 0)
+    assert min(r.rt60 for r in ood_rooms) > max(r.rt60 for r in rooms)
+    assert max(r.dims[0] * r.dims[1] for r in ood_rooms) < min(r.dims[0] * r.dims[1] for r in rooms)
+    assert ood.snr_db[1] < std.snr_db[1] and ood.snr_db[0] < std.snr_db[0]
+
+
 # ----------------------------------------------------------------------------------------------------------
 # Errors
 

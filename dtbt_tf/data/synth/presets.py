@@ -1,4 +1,4 @@
-"""Synthetic-scene configuration: one frozen dataclass and the named presets `quick` and `paper`.
+"""Synthetic-scene configuration: one frozen dataclass and the named presets `quick`, `standard`, `paper`, `ood`.
 
 Everything that changes the rendered bytes lives in :class:`SynthConfig` (plus the seed, the formats and the
 source clips), and the resolved config is saved next to the data as ``synth_config.json``.
@@ -27,7 +27,9 @@ class SynthConfig:
     azimuth speed drawn from `speed_deg_s` (random sign) plus an elevation drift up to `elevation_drift_deg_s`.
     Rooms: `rooms_per_fold` shoebox rooms per fold (never shared between folds), RT60 spread over `rt60_s`,
     dimensions drawn from `room_size_m` ((min, max) per axis). Sources sit on rings of radius `distances_m`
-    (shrunk to fit small rooms) around the array, on the DOA grid `azimuth_step_deg` x `elevations_deg`.
+    (shrunk to fit small rooms) around the array; a static event sits on the DOA grid `azimuth_step_deg` x
+    `elevations_deg`, or, with probability `static_continuous_fraction`, at a uniformly drawn azimuth and
+    elevation within the grid's elevation range (rendered, like moving events, by interpolating the grid RIRs).
     `ism_order` caps the image-source order (the rest of the decay is a stochastic diffuse tail);
     `anechoic=True` keeps the direct path only. `snr_db` is the range of the ambient-noise SNR (None: no noise).
     With source clips (``sources_dir``), an event of a class that has clips usable in its fold takes a clip with
@@ -56,6 +58,7 @@ class SynthConfig:
     anechoic: bool = False
     snr_db: tuple | None = (6.0, 30.0)
     recorded_fraction: float = 1.0
+    static_continuous_fraction: float = 0.0
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -79,6 +82,8 @@ class SynthConfig:
             raise ConfigError(f"snr_db must be None or a (min, max) pair, got {self.snr_db}")
         if not 0.0 <= self.recorded_fraction <= 1.0:
             raise ConfigError(f"recorded_fraction must be in [0, 1], got {self.recorded_fraction}")
+        if not 0.0 <= self.static_continuous_fraction <= 1.0:
+            raise ConfigError(f"static_continuous_fraction must be in [0, 1], got {self.static_continuous_fraction}")
         if not 0.0 <= self.moving_fraction <= 1.0:
             raise ConfigError(f"moving_fraction must be in [0, 1], got {self.moving_fraction}")
         if not (0.05 <= self.rt60_s[0] and self.rt60_s[1] <= 2.0):
@@ -106,8 +111,21 @@ class SynthConfig:
 PRESETS = {
     # The default dataset of the main job: rendering both formats takes ~2 min on 2 cores (docs/synthetic-data.md).
     "quick": SynthConfig(name="quick", n_folds=6, scenes_per_fold=20, scene_seconds=30.0),
+    # Training at scale (issue 16): 6.4 h of training audio (folds 3-6), 3 rooms per fold (18 in all), static
+    # sources half on the 10-degree grid and half at continuous positions, rings at 1-3 m in rooms tall enough
+    # for them, ov1 and ov2 alternating (as many single- as two-source scenes).
+    "standard": SynthConfig(name="standard", n_folds=6, scenes_per_fold=96, scene_seconds=60.0, rooms_per_fold=3,
+                            room_size_m=((7.0, 14.0), (6.5, 12.0), (3.5, 5.5)), distances_m=(1.0, 2.0, 3.0),
+                            static_continuous_fraction=0.5),
     # DCASE2020-sized: 6 folds x 100 scenes x 60 s, ov1 and ov2 alternating, 2 rooms per fold.
     "paper": SynthConfig(name="paper", n_folds=6, scenes_per_fold=100, scene_seconds=60.0, rooms_per_fold=2),
+    # Out-of-distribution test set (never trained or tuned on): one fold of 40 x 30 s scenes in 4 small, more
+    # reverberant rooms (RT60 0.9-1.3 s vs 0.2-0.8 s), closer sources, louder ambient noise (SNR 0-12 dB vs
+    # 6-30 dB), faster movers, all static sources off the grid. Render it with --sources-dir data/clips
+    # (recorded sounds only) when the clip library exists, so its signals are of other families too.
+    "ood": SynthConfig(name="ood", n_folds=1, scenes_per_fold=40, scene_seconds=30.0, rooms_per_fold=4,
+                       room_size_m=((3.5, 6.0), (3.0, 5.0), (2.5, 3.2)), rt60_s=(0.9, 1.3), distances_m=(0.8, 1.5),
+                       snr_db=(0.0, 12.0), speed_deg_s=(20.0, 60.0), static_continuous_fraction=1.0),
 }
 
 

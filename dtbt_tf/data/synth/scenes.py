@@ -152,6 +152,9 @@ def sample_scene(cfg: SynthConfig, room: RoomSpec, mix: int, n_layers: int, seed
                 az, el = rng.uniform(-180.0, 180.0), rng.uniform(el_lo, el_hi)
                 speed = rng.uniform(*cfg.speed_deg_s) * rng.choice([-1.0, 1.0])
                 drift = rng.uniform(-cfg.elevation_drift_deg_s, cfg.elevation_drift_deg_s)
+            elif cfg.static_continuous_fraction > 0 and rng.uniform() < cfg.static_continuous_fraction:
+                az, el = rng.uniform(-180.0, 180.0), rng.uniform(el_lo, el_hi)
+                speed = drift = 0.0
             else:
                 az, el = float(rng.choice(az_grid)), float(rng.choice(cfg.elevations_deg))
                 speed = drift = 0.0
