@@ -228,7 +228,7 @@ class TrainPreset:
 
 TRAIN_PRESETS = {
     "quick": TrainPreset(dataset="quick", epochs=12, batch_size=16, lr=1e-3),
-    "standard": TrainPreset(dataset="standard", epochs=14, batch_size=32, lr=1e-3),
+    "standard": TrainPreset(dataset="standard", epochs=12, batch_size=32, lr=1e-3),
     "paper": TrainPreset(dataset="paper", epochs=200, batch_size=32, lr=1e-3),
 }
 STRATEGIES = ("default", "mirrored", "multiworker")
