@@ -72,9 +72,13 @@ class DoanetConfig:
     rnn_units: int = 128
     fc_units: int = 128
     dropout: float = 0.0
+    # causal: unidirectional GRUs and convolutions padded in the past only (no lookahead), for streaming
+    causal: bool = False
 
     def __post_init__(self):
         check_format(self.fmt)
+        if not isinstance(self.causal, bool):
+            raise ConfigError(f"causal must be true or false, got {self.causal!r}")
         if self.n_max < 1:
             raise ConfigError(f"n_max must be >= 1, got {self.n_max}")
         for name in ("n_mels", "conv_filters", "rnn_units", "fc_units"):

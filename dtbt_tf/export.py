@@ -22,6 +22,13 @@ machine) and the interpreter 2-5x larger in memory, and dynamic-range quantisati
 ``unroll=True`` remains for runtimes without control flow. A JSON sidecar ``<name>.json`` beside
 ``<name>.tflite`` holds the configs, the window and the provenance. An audio-in variant (input (1, W *
 hop_length, 4) samples, features in the graph) is exported with :func:`export_tflite` ``input_kind="audio"``.
+
+Streaming TFLite (a causal DOAnet, :func:`export_streaming_tflite`, :func:`export_streaming`): one 100 ms step
+with explicit state, the network of :func:`dtbt_tf.models.doanet.build_doanet_step` (GRUs unrolled: one time step,
+no loop op). One signature ``serving_default``, inputs ``features`` (1, 5, 64, C) raw features of one label frame
+and ``state_<name>`` for each state, outputs ``doa`` (1, 1, Nmax, 3), ``activity`` (1, 1, Nmax) and
+``next_<name>``; the sidecar says ``"streaming": true`` and lists the states (name, shape). Built-in ops only;
+``fp32`` and ``int8`` (dynamic range), as above. :mod:`dtbt_tf.streaming` runs them without TensorFlow.
 """
 from __future__ import annotations
 
@@ -39,6 +46,8 @@ from dtbt_tf.artifacts import (SIDECAR, FolderLock, load_doanet_keras, load_trai
                                sidecar_info, tflite_sidecar_path, write_sidecar)
 from dtbt_tf.config import ConfigError, DoanetConfig, FeatureConfig, InferenceConfig
 from dtbt_tf.features.tf_features import extract_features
+from dtbt_tf.models.doanet import build_doanet_step, is_causal, step_frames, step_state_specs
+from dtbt_tf.streaming import STREAM_VARIANTS, check_streamable, streaming_tflite_name
 
 WINDOW_FRAMES = 250  # default TFLite window in feature frames (5 s), = FeatureConfig.seq_frames
 
@@ -52,11 +61,15 @@ def _configs_for(model: keras.Model, feature_cfg: FeatureConfig | None, doanet_c
     fmt = {7: "foa", 10: "mic"}.get(n_channels)
     if fmt is None:
         raise ConfigError(f"model takes {n_channels} channels; expected 7 (FOA) or 10 (MIC)")
+    causal = is_causal(model)
     feature_cfg = feature_cfg or FeatureConfig(fmt=fmt)
-    doanet_cfg = doanet_cfg or DoanetConfig(fmt=fmt, n_max=n_max)
+    doanet_cfg = doanet_cfg or DoanetConfig(fmt=fmt, n_max=n_max, causal=causal)
     if feature_cfg.n_channels != n_channels or doanet_cfg.n_channels != n_channels or doanet_cfg.n_max != n_max:
         raise ConfigError(f"configs ({feature_cfg.fmt}, n_max={doanet_cfg.n_max}) do not match the model "
                           f"({n_channels} channels, n_max={n_max})")
+    if doanet_cfg.causal != causal:
+        raise ConfigError(f"config says causal={doanet_cfg.causal} but the model is "
+                          f"{'causal' if causal else 'bidirectional'}")
     return feature_cfg, doanet_cfg
 
 
@@ -172,6 +185,8 @@ def fixed_shape_copy(model: keras.Model, window_frames: int = WINDOW_FRAMES, unr
             for key in ("layer", "backward_layer"):
                 if cfg.get(key):
                     cfg[key]["config"]["unroll"] = unroll
+        elif isinstance(layer, keras.layers.GRU):  # the causal DOAnet's unidirectional GRUs
+            cfg["unroll"] = unroll
         return layer.__class__.from_config(cfg)
 
     inputs = keras.Input(batch_shape=shape, name=model.inputs[0].name)
@@ -223,16 +238,84 @@ def export_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32", w
         with contextlib.redirect_stdout(io.StringIO()):
             archive.write_out(tmp, verbose=False)
         blob = _convert(tmp, quantization)
-    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    part = f"{out_path}.tmp{os.getpid()}"
-    with open(part, "wb") as f:
-        f.write(blob)
-    os.replace(part, out_path)
+    _write_tflite(blob, out_path)
     info = sidecar_info(feature_cfg, doanet_cfg, inference_cfg, quantization=quantization,
                         window_frames=int(window_frames), input_kind=input_kind, unrolled=bool(unroll),
                         **(origin if origin is not None else _origin(run_dir_or_model)))
     write_sidecar(tflite_sidecar_path(out_path), info)
     return out_path
+
+
+def _write_tflite(blob: bytes, out_path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    part = f"{out_path}.tmp{os.getpid()}"
+    with open(part, "wb") as f:
+        f.write(blob)
+    os.replace(part, out_path)
+
+
+def export_streaming_tflite(run_dir_or_model, out_path: str, quantization: str = "fp32",
+                            feature_cfg: FeatureConfig | None = None, doanet_cfg: DoanetConfig | None = None,
+                            origin: dict | None = None, inference_cfg: InferenceConfig | None = None) -> str:
+    """Write the streaming TFLite model of a causal DOAnet (module docstring) and its sidecar; returns out_path.
+
+    quantization: 'fp32' | 'int8' (dynamic range). ConfigError for a bidirectional model or a feature config
+    whose STFT window would reach into the next label frame (:func:`dtbt_tf.streaming.check_streamable`).
+    """
+    if quantization not in STREAM_VARIANTS:
+        raise ConfigError(f"unknown streaming quantization {quantization!r}; expected one of {STREAM_VARIANTS}")
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(run_dir_or_model, feature_cfg, doanet_cfg,
+                                                                  inference_cfg)
+    specs = step_state_specs(model)  # ConfigError unless causal
+    check_streamable(feature_cfg)
+    step = build_doanet_step(model, batch_size=1)
+    names = ["features"] + [f"state_{n}" for n, _ in specs]
+    shapes = [(1, step_frames(model), feature_cfg.n_mels, feature_cfg.n_channels)] + [(1, *s) for _, s in specs]
+    signature = [tf.TensorSpec(shape, tf.float32, name=n) for n, shape in zip(names, shapes)]
+
+    def serve(*tensors):
+        out = step(dict(zip(names, tensors)), training=False)
+        return {k: out[k] for k in ["doa", "activity"] + [f"next_{n}" for n, _ in specs]}
+
+    archive = keras.export.ExportArchive()
+    archive.track(step)
+    archive.add_endpoint("serving_default", tf.function(serve), signature)
+    with tempfile.TemporaryDirectory() as tmp:
+        with contextlib.redirect_stdout(io.StringIO()):
+            archive.write_out(tmp, verbose=False)
+        blob = _convert(tmp, quantization)
+    _write_tflite(blob, out_path)
+    info = sidecar_info(feature_cfg, doanet_cfg, inference_cfg, quantization=quantization, streaming=True,
+                        step_feature_frames=step_frames(model),
+                        step_samples=feature_cfg.hop_length * feature_cfg.label_hop_frames, lookahead_samples=0,
+                        states=[{"name": n, "shape": [1, *shape]} for n, shape in specs],
+                        **(origin if origin is not None else _origin(run_dir_or_model)))
+    write_sidecar(tflite_sidecar_path(out_path), info)
+    return out_path
+
+
+def export_streaming(model_path: str, out_dir: str, variants: str | Sequence[str] = STREAM_VARIANTS,
+                     overwrite: bool = False, log=None) -> list[str]:
+    """What ``scripts/export.py --stream`` does: ``<out_dir>/doanet_<fmt>_stream_<variant>.tflite`` (+ sidecars)
+    for a causal training run folder or ``.keras`` file. Everything is checked before anything is written; the
+    folder is locked for the job. Returns the written paths."""
+    variants = [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants) if v.strip()]
+    unknown = [v for v in variants if v not in STREAM_VARIANTS]
+    if unknown or not variants:
+        raise ConfigError(f"unknown streaming variant {unknown[0]!r}; expected some of {STREAM_VARIANTS}" if unknown
+                          else f"no streaming variant given; expected some of {STREAM_VARIANTS}")
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(model_path)
+    step_state_specs(model)
+    check_streamable(feature_cfg)
+    targets = {v: os.path.join(out_dir, streaming_tflite_name(feature_cfg.fmt, v)) for v in variants}
+    clash = [p for p in targets.values() if os.path.exists(p)]
+    if clash and not overwrite:
+        raise ConfigError(f"{clash[0]}: already exists (overwrite to replace)")
+    origin = _origin(model_path)
+    with FolderLock(out_dir, "export", log=log):
+        remove_temporaries(out_dir)
+        return [export_streaming_tflite(model, path, v, feature_cfg, doanet_cfg, origin=origin,
+                                        inference_cfg=inference_cfg) for v, path in targets.items()]
 
 
 def check_window(window_frames: int, feature_cfg: FeatureConfig) -> None:

@@ -28,7 +28,7 @@ FIELDS = {
     "hard_gate": "loss.hard_gate", "activity_target": "loss.activity_target",
     "hnet_temperature": "loss.hnet_temperature",
     "fmt": "model.fmt", "n_max": "model.n_max", "conv_filters": "model.conv_filters", "rnn_units": "model.rnn_units",
-    "fc_units": "model.fc_units", "dropout": "model.dropout",
+    "fc_units": "model.fc_units", "dropout": "model.dropout", "causal": "model.causal",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "schedule": "train.schedule",
     "seq_hop": "train.seq_hop", "seed": "train.seed", "strategy": "train.strategy",
     "mixed_precision": "train.mixed_precision", "jit_compile": "train.jit_compile", "preset": "train.preset",
@@ -85,6 +85,9 @@ def parse_args(argv=None):
     p.add_argument("--fc-units", type=cli.positive_int, default=None,
                    help=f"DOAnet head units; default {model.fc_units} (paper)")
     p.add_argument("--dropout", type=float, default=None, help=f"DOAnet dropout in [0, 1); default {model.dropout}")
+    p.add_argument("--causal", action="store_const", const=True, default=None,
+                   help="causal DOAnet for streaming (unidirectional GRUs, convolutions that see no future frame: "
+                        "no lookahead); export it with scripts/export.py --stream")
     p.add_argument("--strategy", choices=STRATEGIES, default=None,
                    help="tf.distribute: default (one device), mirrored (all local GPUs/devices), multiworker "
                         "(MultiWorkerMirroredStrategy from TF_CONFIG)")

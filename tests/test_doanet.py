@@ -97,3 +97,84 @@ def test_fused_batch_norm_matches_keras_batch_norm():
     for a, b in zip(fused.get_weights(), ref.get_weights()):  # moving statistics updated alike
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(fused(x), ref(x), atol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Causal DOAnet (issue 17, point 2) and its streaming step
+
+
+def _causal(seed=0, **kw):
+    from dtbt_tf.models.doanet import build_doanet
+
+    keras.utils.set_random_seed(seed)
+    rng = np.random.default_rng(seed)
+    cfg = DoanetConfig(causal=True, **{**SMALL, **kw})
+    c = cfg.n_channels
+    return build_doanet(cfg, rng.standard_normal((64, c)), rng.uniform(0.5, 2.0, (64, c))), cfg
+
+
+def test_causal_architecture_layers_and_config():
+    from dtbt_tf.models.doanet import is_causal
+
+    model, cfg = _causal()
+    names = [layer.name for layer in model.layers]
+    assert {"gru0", "gru1", "gru_tanh", "causal_pad0", "causal_pad2"} <= set(names)
+    assert not any(n.startswith("bigru") for n in names)
+    assert not any(isinstance(layer, (keras.layers.Bidirectional, keras.layers.Lambda, keras.layers.TimeDistributed))
+                   for layer in model.layers)
+    assert all(model.get_layer(f"conv{k}").padding == "valid" for k in range(3))
+    assert model.get_layer("causal_pad0").padding == ((2, 0), (1, 1))
+    assert model.get_layer("gru_tanh").output.shape[-1] == cfg.rnn_units
+    assert is_causal(model) and not is_causal(build_doanet(DoanetConfig(**SMALL)))
+    assert DoanetConfig().causal is False
+    with pytest.raises(ConfigError, match="causal"):
+        DoanetConfig(causal="yes")
+
+
+def test_causal_outputs_ignore_the_future_and_round_trip(tmp_path):
+    """Label frame t depends on feature frames <= 5t + 4 only: changing frames from 23 on leaves frames 0-3 alone."""
+    model, cfg = _causal(seed=1, fmt="mic", n_max=3)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, 40, 64, 10)).astype(np.float32)
+    out = model(x)
+    assert out["doa"].shape == (2, 8, 3, 3) and out["activity"].shape == (2, 8, 3)
+    y = x.copy()
+    y[:, 23:] = rng.standard_normal(y[:, 23:].shape)
+    changed = model(y)
+    for k in ("doa", "activity"):
+        np.testing.assert_array_equal(changed[k].numpy()[:, :4], out[k].numpy()[:, :4])
+        assert not np.allclose(changed[k].numpy()[:, 4], out[k].numpy()[:, 4])
+    path = tmp_path / "causal.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    for k in ("doa", "activity"):
+        np.testing.assert_allclose(loaded(x)[k], out[k], atol=1e-6)
+
+
+@pytest.mark.parametrize("fmt,pools", [("foa", ((5, 2), (1, 2), (1, 2))), ("mic", ((1, 2), (5, 2), (1, 2)))])
+def test_step_model_equals_the_whole_sequence(fmt, pools):
+    """build_doanet_step run step by step from zero states = the causal model on the whole sequence (1e-5)."""
+    from dtbt_tf.models.doanet import build_doanet_step, step_state_specs
+
+    model, cfg = _causal(seed=2, fmt=fmt, pool_sizes=pools)
+    step = build_doanet_step(model)
+    specs = step_state_specs(model)
+    assert [n for n, _ in specs] == ["conv0", "conv1", "conv2", "gru0", "gru1"]
+    x = np.random.default_rng(2).standard_normal((1, 45, 64, cfg.n_channels)).astype(np.float32)
+    whole = model(x)
+    states = {f"state_{n}": np.zeros((1,) + s, np.float32) for n, s in specs}
+    doa, act = [], []
+    for t in range(9):
+        out = step({"features": x[:, 5 * t:5 * t + 5], **states})
+        states = {f"state_{n}": out[f"next_{n}"].numpy() for n, _ in specs}
+        doa.append(out["doa"].numpy()[0, 0])
+        act.append(out["activity"].numpy()[0, 0])
+    np.testing.assert_allclose(np.stack(doa), whole["doa"].numpy()[0], atol=1e-5)
+    np.testing.assert_allclose(np.stack(act), whole["activity"].numpy()[0], atol=1e-5)
+
+
+def test_step_model_refuses_a_bidirectional_model():
+    from dtbt_tf.models.doanet import build_doanet_step
+
+    with pytest.raises(ConfigError, match="causal"):
+        build_doanet_step(build_doanet(DoanetConfig(**SMALL)))
