@@ -113,7 +113,10 @@ class KerasStep:
 
         from dtbt_tf.models.doanet import build_doanet_step, step_state_specs
 
-        self.state_shapes = {n: (1, *s) for n, s in step_state_specs(model)}  # ConfigError unless causal
+        try:
+            self.state_shapes = {n: (1, *s) for n, s in step_state_specs(model)}
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}" if source else str(e)) from None
         self.step = build_doanet_step(model, batch_size=1)
         self._fn = tf.function(lambda inputs: self.step(inputs, training=False))
         self._tf = tf

@@ -12,7 +12,9 @@ def main(argv=None) -> int:
         "Write OUT/<version>/ (TF Serving layout: signatures serving_default (features) and from_audio "
         "(audio at 24 kHz), configs and the activity threshold in assets.extra/dtbt_tf.json) and, with --tflite, "
         "OUT/tflite/doanet_<fmt>_<variant>.tflite (batch 1, fixed window, built-in ops only) with a JSON sidecar "
-        "each. Everything is checked before anything is written; OUT is locked while the export runs. See "
+        "each. Everything is checked before anything is written; OUT is locked while the export runs. With --stream "
+        "(a causal DOAnet, train.py --causal): only OUT/doanet_<fmt>_stream_<variant>.tflite, the 100 ms step with "
+        "explicit state inputs/outputs for scripts/stream.py (--tflite fp32,int8 by default). See "
         "docs/deployment.md.")
     p.add_argument("--model", required=True, metavar="RUN_DIR",
                    help="training run folder (run_config.json + best.keras) or a DOAnet .keras file")
@@ -25,10 +27,18 @@ def main(argv=None) -> int:
     p.add_argument("--window", type=cli.positive_int, default=250,
                    help="TFLite window in feature frames, a multiple of 5 (default 250 = 5 s)")
     p.add_argument("--no-saved-model", action="store_true", help="write only the TFLite files")
+    p.add_argument("--stream", action="store_true",
+                   help="streaming TFLite of a causal DOAnet (variants fp32, int8; default both), no SavedModel")
     args = p.parse_args(argv)
 
     def run():
         cli.quiet_tensorflow()
+        if args.stream:
+            from dtbt_tf.export import export_streaming
+
+            for path in export_streaming(args.model, args.out, args.tflite or "fp32,int8", overwrite=args.overwrite):
+                print(path)
+            return
         from dtbt_tf.export import export_all
 
         for path in export_all(args.model, args.out, version=args.version, tflite=args.tflite,
