@@ -8,6 +8,7 @@ status is 1 if any failed, 2 for a bad command line.
 
     python benchmarks/run.py                 # all, full size, results in benchmarks/results/
     python benchmarks/run.py features        # one
+    python benchmarks/run.py streaming       # bench_streaming.py: causal model, 100 ms steps, stream.py
     python benchmarks/run.py --quick         # smoke-test sizes; printed, not saved unless --out is given
 """
 from __future__ import annotations
