@@ -1,4 +1,5 @@
-"""Predict a split and score it: whole-recording DOAnet outputs (the windows of infer.py), metrics, CSVs.
+"""Predict a split and score it: whole-recording DOAnet outputs (the windows of infer.py, slots re-associated
+across windows), track ids (:func:`dtbt_tf.inference.outputs_to_metadata`, as infer.py), metrics, CSVs.
 
 Used by training (validation per epoch, the test split at the end), by ``benchmarks/`` and by the
 quantisation report of exported TFLite variants.
@@ -12,8 +13,8 @@ import numpy as np
 
 from dtbt_tf.artifacts import PREDICTIONS_DIR, TEST_METRICS
 from dtbt_tf.config import ConfigError, InferenceConfig, atomic_write_text
-from dtbt_tf.data.dcase import DataError, Metadata, write_metadata
-from dtbt_tf.metrics import compute_metrics, metrics_to_json, tracks_from_labels, tracks_from_metadata, tracks_from_outputs
+from dtbt_tf.data.dcase import DataError, write_metadata
+from dtbt_tf.metrics import compute_metrics, metrics_to_json, tracks_from_labels, tracks_from_metadata
 from dtbt_tf.windowing import run_windows
 
 
@@ -50,11 +51,13 @@ def evaluate_split(model, data_dir: str, split: str, window: int, inference: Inf
                    csv_dir: str | None = None, predict=None):
     """Metrics (dtbt_tf.metrics.compute_metrics) of ``model`` on the whole recordings of a split.
 
-    window: label frames per window; inference: threshold and whether the activity head counts. With
-    ``csv_dir``, one DCASE CSV per recording (frame, 0, slot, azimuth, elevation) is written there.
+    window: label frames per window; inference: threshold and whether the activity head counts. Prediction
+    identities are the track ids of :func:`dtbt_tf.inference.outputs_to_metadata` (those infer.py writes). With
+    ``csv_dir``, one DCASE CSV per recording (frame, 0, track id, azimuth, elevation) is written there.
     Returns (metrics, {name: (doa, activity, labels)}) for the first recording (for plots).
     """
     from dtbt_tf.data.pipeline import iter_recordings
+    from dtbt_tf.inference import outputs_to_metadata
 
     predict = predict or predict_function(model)
     pred, ref, first = {}, {}, {}
@@ -62,13 +65,13 @@ def evaluate_split(model, data_dir: str, split: str, window: int, inference: Inf
         if not np.all(np.isfinite(feats)):
             raise DataError(f"{data_dir}: recording {name} ({split}) has NaN or Inf features")
         doa, act = predict_features(model, feats, window, predict)
-        pred[name] = tracks_from_outputs(doa, act if inference.use_activity else None, inference.threshold)
+        meta = outputs_to_metadata(doa, act if inference.use_activity else np.ones_like(act), inference.threshold)
+        pred[name] = tracks_from_metadata(meta)
         ref[name] = tracks_from_labels(labels["doa"], labels["active"], labels["track_id"])
         if not first:
             first[name] = (doa, act, labels)
         if csv_dir is not None:
-            p = pred[name]  # ident = regressor slot
-            write_metadata(os.path.join(csv_dir, f"{name}.csv"), Metadata(p.frame, 0 * p.frame, p.ident, p.doa))
+            write_metadata(os.path.join(csv_dir, f"{name}.csv"), meta)
     if not ref:
         raise DataError(f"{data_dir}: split {split!r} is empty")
     return compute_metrics(pred, ref, by_polyphony=True), first
@@ -104,7 +107,7 @@ def quantization_report(tflite_paths: dict, data_root: str, split: str = "test",
     """
     from dtbt_tf.data.dcase import discover, load_audio, read_metadata, split_recordings
     from dtbt_tf.features import features_numpy
-    from dtbt_tf.inference import load_model, localize
+    from dtbt_tf.inference import load_model, localize, outputs_to_metadata
 
     if baseline not in tflite_paths:
         raise ConfigError(f"quantization_report: no {baseline!r} variant among {sorted(tflite_paths)}")
@@ -122,8 +125,8 @@ def quantization_report(tflite_paths: dict, data_root: str, split: str = "test",
         refs[rec.stem] = tracks_from_metadata(read_metadata(rec.metadata_path))
         for name, model in models.items():
             doa, act = localize(audio, model, features=feats)
-            preds[name][rec.stem] = tracks_from_outputs(doa, act, model.inference.threshold
-                                                        if threshold is None else threshold)
+            preds[name][rec.stem] = tracks_from_metadata(outputs_to_metadata(
+                doa, act, model.inference.threshold if threshold is None else threshold))
     metrics = {name: compute_metrics(p, refs) for name, p in preds.items()}
     delta = {name: {k: float(m[k] - metrics[baseline][k]) for k in ("LE", "LR", "LP", "LF1", "MOTA")}
              for name, m in metrics.items() if name != baseline}

@@ -7,14 +7,19 @@ head is used) in its sidecar or run config. This module imports no TensorFlow at
 model TensorFlow is never imported: the features then come from :func:`dtbt_tf.features.features_numpy` (the
 TF-free device path, tested against the TF features) and the interpreter is ``ai_edge_litert``.
 
-The features of the whole file are computed once (so the STFT has its real context) and run through the model in
-the windows of :mod:`dtbt_tf.windowing`.
+Files are read in blocks (:func:`dtbt_tf.data.user_audio.iter_user_audio`, 60 s by default) and localised by
+:func:`localize_blocks`: each block's features are computed with the STFT context of its neighbours carried over
+(:class:`FeatureStream`) and fed to the windows of :class:`dtbt_tf.windowing.WindowStream`, so memory is bounded
+by the block whatever the file's length, and the result equals :func:`localize` of the whole file (the features
+of the whole file at once, then :func:`dtbt_tf.windowing.run_windows`) up to float rounding. Slots are
+re-associated across windows (:mod:`dtbt_tf.windowing`) and the CSV's track column is a track id
+(:func:`dtbt_tf.tracks.track_ids`: a new id each time a slot starts a track).
 """
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -22,12 +27,14 @@ from dtbt_tf.artifacts import (RUN_CONFIG, SIDECAR, inference_config_from, load_
                                saved_model_version_dir, tflite_sidecar_path)
 from dtbt_tf.config import ConfigError, FeatureConfig, InferenceConfig, from_dict
 from dtbt_tf.data.dcase import DataError, Metadata, read_metadata, write_metadata
-from dtbt_tf.data.user_audio import CHANNEL_ORDERS, audio_info, read_user_audio, resample_note
+from dtbt_tf.data.user_audio import CHANNEL_ORDERS, audio_info, iter_user_audio, resample_note
 from dtbt_tf.features import N_AUDIO_CHANNELS, features_numpy
 from dtbt_tf.plots import plot_tracks
-from dtbt_tf.windowing import run_windows
+from dtbt_tf.tracks import track_ids
+from dtbt_tf.windowing import WindowStream, run_windows
 
 WINDOW_FRAMES = 250  # feature frames per model window (5 s), = FeatureConfig.seq_frames
+BLOCK_SECONDS = 60.0  # audio read and featurised per block by infer_files
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -173,9 +180,10 @@ def load_model(path: str, num_threads: int | None = None) -> LoadedModel:
 # Localisation
 
 
-def localize(audio: np.ndarray, model: LoadedModel, features: np.ndarray | None = None
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` over a whole file in the windows of :mod:`dtbt_tf.windowing`.
+def localize(audio: np.ndarray, model: LoadedModel, features: np.ndarray | None = None,
+             reassociate: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model`` over a whole file in the windows of :mod:`dtbt_tf.windowing`, slots re-associated across
+    windows (``reassociate=False``: each window's raw slot order).
 
     audio: (samples, 4) float32 at the model's sample rate; features: its (T, 64, C) features if already
     computed (features-in models only). Returns doa (F, N, 3) unit vectors and activity
@@ -191,7 +199,7 @@ def localize(audio: np.ndarray, model: LoadedModel, features: np.ndarray | None 
         if features is None:
             features = _features(audio[:n_label * cfg.hop_length * label_hop], cfg, model.source)
         source, step = features[:n_label * label_hop], label_hop
-    return run_windows(source, n_label, window, step, model.n_max, model.predict, model.max_batch)
+    return run_windows(source, n_label, window, step, model.n_max, model.predict, model.max_batch, reassociate)
 
 
 def _features(audio: np.ndarray, cfg: FeatureConfig, source: str) -> np.ndarray:
@@ -203,11 +211,93 @@ def _features(audio: np.ndarray, cfg: FeatureConfig, source: str) -> np.ndarray:
     return feature_function(cfg)(audio).numpy()
 
 
+class FeatureStream:
+    """Features of audio that arrives block by block, equal to those of the whole file cut to whole label frames
+    (what :func:`localize` computes) up to float rounding.
+
+    ``push(block)`` returns the feature frames whose STFT frame (``n_fft`` samples centred on ``t * hop_length``)
+    lies inside the whole label frames received so far; ``finish()`` returns the rest, with the zeros after the
+    last whole label frame that the whole-file features see. features: (samples, 4) -> (samples // hop_length,
+    n_mels, C), the whole-file feature function. Each call featurises its new frames plus ``ceil(n_fft / 2 /
+    hop_length)`` frames of context either side (dropped), so the kept frames see exactly their own samples.
+    Holds the audio of the frames not yet featurised plus the context.
+    """
+
+    def __init__(self, cfg: FeatureConfig, features: Callable[[np.ndarray], np.ndarray]):
+        self.cfg, self.features = cfg, features
+        self.hop, self.half = cfg.hop_length, cfg.n_fft // 2
+        self.context_frames = -(-self.half // self.hop)
+        self.label = cfg.hop_length * cfg.label_hop_frames
+        self._audio = np.zeros((0, N_AUDIO_CHANNELS), np.float32)  # samples from self._start on
+        self._start = 0
+        self._n = 0  # samples received
+        self._t = 0  # next feature frame
+
+    def push(self, block: np.ndarray) -> np.ndarray:
+        block = np.asarray(block, np.float32)
+        self._audio = np.concatenate([self._audio, block]) if len(self._audio) else block
+        self._n += len(block)
+        usable = self._n // self.label * self.label
+        t_end = min(usable // self.hop, (usable - self.half) // self.hop + 1) if usable >= self.half else 0
+        return self._frames(t_end)
+
+    def finish(self) -> np.ndarray:
+        cut = self._n // self.label * self.label
+        self._audio = self._audio[:max(cut - self._start, 0)]
+        return self._frames(cut // self.hop)
+
+    def _frames(self, t_end: int) -> np.ndarray:
+        if t_end <= self._t:
+            return np.zeros((0, self.cfg.n_mels, self.cfg.n_channels), np.float32)
+        ctx = self.context_frames * self.hop
+        lo, hi = self._t * self.hop - ctx, t_end * self.hop + ctx
+        x = np.zeros((hi - lo, N_AUDIO_CHANNELS), np.float32)
+        a, b = max(lo, self._start), min(hi, self._start + len(self._audio))
+        if b > a:
+            x[a - lo:b - lo] = self._audio[a - self._start:b - self._start]
+        out = np.asarray(self.features(x), np.float32)[self.context_frames:self.context_frames + t_end - self._t]
+        self._t = t_end
+        keep = max(self._t * self.hop - ctx, self._start)
+        self._audio = self._audio[keep - self._start:]
+        self._start = keep
+        return out
+
+
+def localize_blocks(blocks: Iterable[np.ndarray], model: LoadedModel, reassociate: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`localize` of the concatenated ``blocks`` ((n, 4) float32 at the model's rate, any sizes) with memory
+    bounded by a block: features per block (:class:`FeatureStream`), windows as they fill
+    (:class:`dtbt_tf.windowing.WindowStream`). Equals :func:`localize` of the whole file up to float rounding."""
+    cfg = model.feature_cfg
+    label_hop = cfg.label_hop_frames
+    window = model.window_frames // label_hop
+    label = cfg.hop_length * label_hop
+    feats = None
+    if model.input_kind == "audio":
+        step = label
+    else:
+        step = label_hop
+        feats = FeatureStream(cfg, lambda a: _features(a, cfg, model.source))
+    stream = WindowStream(window, step, model.n_max, model.predict, model.max_batch, reassociate)
+    n = 0
+    for block in blocks:
+        block = np.asarray(block, np.float32)
+        n += len(block)
+        stream.push(block if feats is None else feats.push(block))
+    if feats is not None:
+        stream.push(feats.finish())
+    return stream.finish(n // label)
+
+
 def outputs_to_metadata(doa: np.ndarray, activity: np.ndarray, threshold: float = 0.5) -> Metadata:
-    """Rows for every (label frame, slot) with activity > threshold: class 0, track = slot."""
-    frame, slot = np.nonzero(np.asarray(activity) > threshold)
+    """Rows for every (label frame, slot) with activity > threshold: class 0, track = the track id of
+    :func:`dtbt_tf.tracks.track_ids` (a new id each time a slot starts a track; ids count from 0 in order of
+    onset). The one conversion of stitched outputs to tracks: infer.py, the split evaluation, training plots."""
+    active = np.asarray(activity) > threshold
+    ids = track_ids(active)
+    frame, slot = np.nonzero(active)
     vec = np.asarray(doa, np.float64)[frame, slot].reshape(-1, 3)
-    return Metadata(frame.astype(np.int64), np.zeros(frame.size, np.int64), slot.astype(np.int64), vec)
+    return Metadata(frame.astype(np.int64), np.zeros(frame.size, np.int64), ids[frame, slot], vec)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -229,14 +319,16 @@ def output_stems(audio_paths: Sequence[str]) -> list[str]:
 
 def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot: bool = False,
                 ref_dir: str | None = None, threshold: float | None = None, num_threads: int | None = None,
-                channel_order: str = "acn", log=print) -> list[str]:
-    """Localise each audio file and write ``<out_dir>/<stem>.csv`` (DCASE rows: frame, 0, slot, azimuth,
+                channel_order: str = "acn", log=print, block_seconds: float = BLOCK_SECONDS) -> list[str]:
+    """Localise each audio file and write ``<out_dir>/<stem>.csv`` (DCASE rows: frame, 0, track id, azimuth,
     elevation) and, with ``plot``, ``<stem>.png`` (with ``<ref_dir>/<stem>.csv`` overlaid when it exists).
 
     Files: wav/flac/ogg, 4 channels, any sample rate (resampled to the model's, said in one line);
     channel_order 'fuma' converts FuMa FOA to ACN/SN3D. threshold: None = the model's own. Every input is
-    checked before anything is written; each output is written to a temporary name and renamed. Returns the
-    written paths. Raises DataError / ConfigError on bad input.
+    checked before anything is written; each output is written to a temporary name and renamed. Files are read
+    and localised ``block_seconds`` of audio at a time (:func:`localize_blocks`: memory bounded by the block,
+    result equal to the whole file at once). Returns the written paths. Raises DataError / ConfigError on bad
+    input.
     """
     if not audio_paths:
         raise DataError("no audio files given")
@@ -244,6 +336,8 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
         raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
     if threshold is not None:
         InferenceConfig(threshold=threshold)  # validates
+    if not block_seconds > 0:
+        raise ConfigError(f"block length {block_seconds} s: expected a positive number of seconds")
     if ref_dir is not None and not os.path.isdir(ref_dir):
         raise DataError(f"{ref_dir}: reference metadata folder not found")
     stems = output_stems(audio_paths)
@@ -265,8 +359,8 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
         note = resample_note(info, cfg.sample_rate)
         if note:
             log(f"{p}: {note}")
-        audio = read_user_audio(p, cfg.fmt, channel_order, cfg.sample_rate)
-        doa, act = localize(audio, model)
+        blocks = iter_user_audio(p, cfg.fmt, channel_order, block_seconds, cfg.sample_rate)
+        doa, act = localize_blocks(blocks, model)
         meta = outputs_to_metadata(doa, act, threshold)
         csv_path = os.path.join(out_dir, stem + ".csv")
         write_metadata(csv_path, meta)

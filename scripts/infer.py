@@ -9,14 +9,30 @@ from dtbt_tf import cli
 from dtbt_tf.data.user_audio import CHANNEL_ORDERS
 
 
+def _seconds(text: str) -> float:
+    import argparse
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)) or value * 24000 < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def main(argv=None) -> int:
     p = cli.parser(
         "Run a DOAnet over 4-channel recordings of any length: wav, flac or ogg at any sample rate (resampled to "
         "24 kHz, said in one line), FOA in ACN/SN3D order (AmbiX) or FuMa (--channel-order fuma), MIC in the "
-        "tetrahedral capsule order (docs/recording.md). 5 s windows with 50% overlap, the centre of each kept. "
-        "Writes OUT/<name>.csv with rows frame,class,track,azimuth,elevation (100 ms frames, class 0, track = "
-        "regressor slot, integer degrees) for every slot whose activity exceeds the threshold, and with --plot "
-        "OUT/<name>.png. A .tflite model runs without TensorFlow (ai_edge_litert + NumPy features).")
+        "tetrahedral capsule order (docs/recording.md). 5 s windows with 50% overlap, the centre of each kept, the "
+        "regressor slots of consecutive windows re-matched on their overlap (Hungarian match of directions and "
+        "activities) so a source keeps its slot. Files are read and processed in blocks (--block-seconds), so "
+        "memory stays bounded for files of any length. Writes OUT/<name>.csv with rows "
+        "frame,class,track,azimuth,elevation (100 ms frames, class 0, track = a track id: a new one each time a "
+        "slot starts a track; integer degrees) for every slot whose activity exceeds the threshold, and with "
+        "--plot OUT/<name>.png. A .tflite model runs without TensorFlow (ai_edge_litert + NumPy features).")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files (4 channels)")
     p.add_argument("--model", required=True, metavar="PATH",
                    help="SavedModel folder (a version folder, or a TF Serving base folder: highest version), "
@@ -29,6 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--ref", metavar="DIR", help="metadata folder: overlay OUT's plot with DIR/<name>.csv if present")
     p.add_argument("--threshold", type=cli.probability, default=None,
                    help="activity threshold of a slot; default: the model's own (saved at training)")
+    p.add_argument("--block-seconds", type=_seconds, default=60.0, metavar="S",
+                   help="audio read and processed at a time (same result for any value; memory grows with it); "
+                        "default %(default)s")
     cli.add_threads(p)
     args = p.parse_args(argv)
 
@@ -39,7 +58,7 @@ def main(argv=None) -> int:
         log = lambda msg: print(msg, file=sys.stderr)
         for path in infer_files(args.audio, args.model, args.out, plot=args.plot, ref_dir=args.ref,
                                 threshold=args.threshold, num_threads=args.threads,
-                                channel_order=args.channel_order, log=log):
+                                channel_order=args.channel_order, log=log, block_seconds=args.block_seconds):
             print(path)
 
     return cli.run(run)
