@@ -200,7 +200,8 @@ def saved_model_version_dir(path: str) -> str:
 # Locks and temporaries
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """True if a process with this PID runs on this host (or exists but is not ours to signal)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -230,7 +231,7 @@ class FolderLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 pid, host = self._owner()
-                if pid is not None and (host != socket.gethostname() or _alive(pid)):
+                if pid is not None and (host != socket.gethostname() or pid_alive(pid)):
                     raise ConfigError(f"{self.folder}: in use by another {self.job} (process {pid} on {host}; "
                                       f"lock file {self.path})") from None
                 self.log(f"{self.folder}: taking over the stale lock of process {pid} (no longer running)")

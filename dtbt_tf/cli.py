@@ -52,10 +52,18 @@ def run(main: Callable[[], int | None]) -> int:
         return EXIT_USER_ERROR
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the scripts' one-line errors: a bad flag or value is ``error: <script>: <problem> (see
+    <script> --help)`` on stderr and exit code 2, instead of argparse's usage block and its own error line."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def parser(description: str, epilog: str | None = None) -> argparse.ArgumentParser:
-    """An ArgumentParser that keeps the description's line breaks."""
-    return argparse.ArgumentParser(description=description, epilog=epilog,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    """An ArgumentParser that keeps the description's line breaks and reports a bad flag in one line."""
+    return ArgumentParser(description=description, epilog=epilog,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -364,7 +364,8 @@ def _check_writable(path: str) -> None:
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder, not a file name")
     if not os.path.isdir(parent):
-        raise ValueError(f"{path}: folder {parent} does not exist")
+        what = "is not a folder" if os.path.exists(parent) else "does not exist"
+        raise ValueError(f"{path}: folder {parent} {what}")
     if not os.access(parent, os.W_OK | os.X_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
         raise ValueError(f"{path}: permission denied")
 

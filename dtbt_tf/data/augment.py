@@ -39,7 +39,7 @@ from dtbt_tf.artifacts import LOCK_FILE, FolderLock
 from dtbt_tf.config import FORMATS, atomic_write_text
 from dtbt_tf.data.dcase import (DEFAULT_SPLITS, DataError, Metadata, Recording, audio_dirs, discover,
                                 format_name, load_audio, read_metadata, split_recordings, write_audio,
-                                write_metadata)
+                                wav_declared_frames, write_metadata)
 from dtbt_tf.progress import progress_bar
 
 logger = logging.getLogger(__name__)
@@ -150,13 +150,16 @@ def mix_audio(audio_a: dict[str, np.ndarray], audio_b: dict[str, np.ndarray],
 
 
 def _audio_info(path: str) -> tuple[int, int]:
-    """(sample rate, frames) from the wav header."""
+    """(sample rate, frames) from the wav header; DataError if the file holds fewer frames than it declares."""
     import soundfile as sf
 
     try:
         info = sf.info(path)
     except Exception as e:
         raise DataError(f"{path}: cannot read audio ({e})") from None
+    declared = wav_declared_frames(path)
+    if declared is not None and declared > info.frames:
+        raise DataError(f"{path}: truncated: header declares {declared} frames, file holds {info.frames}")
     return int(info.samplerate), int(info.frames)
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import io
 import os
 import re
+import struct
 import warnings
 from typing import Iterable
 
@@ -245,9 +246,34 @@ def metadata_to_labels(meta: Metadata, n_frames: int, n_max: int, path: str = "<
 # Audio
 
 
+def wav_declared_frames(path: str) -> int | None:
+    """Frames the data chunk of a RIFF/WAVE header declares, or None (not a plain RIFF wav, or a placeholder size
+    0 / 0xFFFFFFFF of a recorder that never finalised the file). libsndfile silently reads a truncated wav as
+    the shorter file it holds, so a caller compares this with the frames it read."""
+    with open(path, "rb") as f:
+        riff = f.read(12)
+        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
+            return None
+        block_align = None
+        while True:
+            head = f.read(8)
+            if len(head) < 8:
+                return None
+            cid, size = head[:4], struct.unpack("<I", head[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(min(size, 16))
+                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
+                f.seek(size - len(fmt) + (size & 1), os.SEEK_CUR)
+            elif cid == b"data":
+                return None if not block_align or size in (0, 0xFFFFFFFF) else size // block_align
+            else:
+                f.seek(size + (size & 1), os.SEEK_CUR)
+
+
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE, n_channels: int = N_CHANNELS,
                backend: str = "soundfile") -> np.ndarray:
-    """Read a wav as float32 (samples, channels), checking channel count and sample rate.
+    """Read a wav as float32 (samples, channels), checking channel count, sample rate, that it holds samples and,
+    for a RIFF wav, every frame its header declares (DataError naming the file otherwise).
 
     backend: 'soundfile' (default) or 'tfio' (tensorflow-io, optional; it loads only with TF <= 2.17 and
     falls back to soundfile with a warning when its ops cannot be loaded).
@@ -270,8 +296,13 @@ def load_audio(path: str, sample_rate: int = SAMPLE_RATE, n_channels: int = N_CH
             audio, sr = sf.read(path, dtype="float32", always_2d=True)
         except Exception as e:
             raise DataError(f"{path}: cannot read audio ({e})") from None
+        declared = wav_declared_frames(path)
+        if declared is not None and declared > audio.shape[0]:
+            raise DataError(f"{path}: truncated: header declares {declared} frames, file holds {audio.shape[0]}")
     elif backend != "tfio":
         raise DataError(f"unknown audio backend {backend!r}")
+    if audio.shape[0] == 0:
+        raise DataError(f"{path}: no audio samples (0 frames)")
     if sr != sample_rate:
         raise DataError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz")
     if audio.shape[1] != n_channels:

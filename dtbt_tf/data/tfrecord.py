@@ -96,7 +96,8 @@ def _stamp(path: str) -> list:
 
 
 def _check_header(path: str, cfg: FeatureConfig) -> int:
-    """Sample count of a wav after checking its header (rate, channels, length); DataError otherwise."""
+    """Sample count of a wav after checking its header (rate, channels, length, not truncated); DataError
+    otherwise."""
     import soundfile as sf
 
     try:
@@ -107,6 +108,9 @@ def _check_header(path: str, cfg: FeatureConfig) -> int:
         raise dcase.DataError(f"{path}: sample rate {info.samplerate} Hz, expected {cfg.sample_rate} Hz")
     if info.channels != dcase.N_CHANNELS:
         raise dcase.DataError(f"{path}: {info.channels} channels, expected {dcase.N_CHANNELS}")
+    declared = dcase.wav_declared_frames(path)
+    if declared is not None and declared > info.frames:
+        raise dcase.DataError(f"{path}: truncated: header declares {declared} frames, file holds {info.frames}")
     min_samples = cfg.hop_length * cfg.label_hop_frames
     if info.frames < min_samples:
         raise dcase.DataError(f"{path}: {info.frames} samples, shorter than one label frame ({min_samples})")

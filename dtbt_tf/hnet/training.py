@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from dtbt_tf.artifacts import FolderLock, pid_alive
 from dtbt_tf.config import atomic_write_text
 from dtbt_tf.hnet.card import export_hnet
 from dtbt_tf.hnet.config import CACHE_DIR, EVAL_SIZE, FRESH_SIZE, HnetTrainConfig
@@ -168,7 +170,9 @@ def run_hnet_training(cfg: HnetTrainConfig, out_dir, work_dir, cache_dir=CACHE_D
     """Train (or resume) in work_dir, evaluate the best model on `eval_size` fresh matrices of every evaluation
     set, print the table and export to out_dir (see :func:`export_hnet`). Returns out_dir.
 
-    The export replaces out_dir as a whole, so work_dir must not be out_dir or lie inside it (checked first).
+    The export replaces out_dir as a whole, so work_dir must not be out_dir or lie inside it (checked first). The
+    whole job holds work_dir's :class:`~dtbt_tf.artifacts.FolderLock` (a second job on it stops at once) and
+    first removes the temporary export folders of a killed job.
     """
     out, work = Path(out_dir).resolve(), Path(work_dir).resolve()
     if work == out or out in work.parents:
@@ -176,10 +180,22 @@ def run_hnet_training(cfg: HnetTrainConfig, out_dir, work_dir, cache_dir=CACHE_D
                          "(the export replaces that folder as a whole)")
     if eval_size < 1:
         raise ValueError(f"eval_size must be >= 1, got {eval_size}")
-    model, info = train_hnet(cfg, work_dir, cache_dir=cache_dir, resume=resume, fresh_size=fresh_size)
-    info["metrics"] = evaluate_hnet(model, cfg.n_max, size=eval_size)
-    info["eval_size"] = eval_size
-    info["command"] = command
-    info["hardware"] = f"{os.cpu_count()} CPU cores (shared), TensorFlow {tf.__version__}"
-    print(score_table(info["metrics"]))
-    return export_hnet(model, out_dir, info)
+    with FolderLock(str(work), "Hnet training"):  # one job per work folder (and so per default export folder)
+        _remove_dead_exports(out)
+        model, info = train_hnet(cfg, work_dir, cache_dir=cache_dir, resume=resume, fresh_size=fresh_size)
+        info["metrics"] = evaluate_hnet(model, cfg.n_max, size=eval_size)
+        info["eval_size"] = eval_size
+        info["command"] = command
+        info["hardware"] = f"{os.cpu_count()} CPU cores (shared), TensorFlow {tf.__version__}"
+        print(score_table(info["metrics"]))
+        return export_hnet(model, out_dir, info)
+
+
+def _remove_dead_exports(out: Path) -> None:
+    """Remove ``<out>.tmp<pid>`` / ``<out>.old<pid>`` folders that a killed export left (its process is gone)."""
+    if not out.parent.is_dir():
+        return
+    for p in out.parent.iterdir():
+        m = re.fullmatch(re.escape(out.name) + r"\.(?:tmp|old)(\d+)", p.name)
+        if m and p.is_dir() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(p)

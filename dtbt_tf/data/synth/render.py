@@ -19,6 +19,7 @@ import re
 import numpy as np
 import scipy.signal
 
+from dtbt_tf.artifacts import LOCK_FILE, FolderLock, pid_alive
 from dtbt_tf.config import ConfigError, load_json, save_json
 from dtbt_tf.data.dcase import write_audio, write_metadata
 
@@ -170,23 +171,13 @@ def _check_record(path: str, old: dict, new: dict) -> None:
                           "delete that folder or choose another output folder")
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
-
-
 def _remove_temp_files(root: str) -> None:
     """Delete temporary files (`<name>.tmp<pid>...`) left by killed writers; those of live processes stay."""
     for sub in ("foa_dev", "mic_dev", "metadata_dev"):
         d = os.path.join(root, sub)
         for f in os.listdir(d) if os.path.isdir(d) else ():
             m = re.search(r"\.tmp(\d+)", f)
-            if m and not _alive(int(m.group(1))):
+            if m and not pid_alive(int(m.group(1))):
                 os.remove(os.path.join(d, f))
 
 
@@ -202,6 +193,7 @@ def make_dataset(preset="quick", out: str | None = None, fmt: str = "both", seed
     saved as ``synth_config.json`` (with the library's manifest hash); a folder made with another config,
     seed or clip set is a ConfigError. Finished scenes are kept, so a second call
     returns at once and a killed job resumes; formats can be added later from the same scene descriptions.
+    Rendering holds the folder's :class:`~dtbt_tf.artifacts.FolderLock`: a second job on it stops at once.
     """
     if isinstance(preset, SynthConfig):
         cfg = preset
@@ -229,47 +221,48 @@ def make_dataset(preset="quick", out: str | None = None, fmt: str = "both", seed
                 if k == "csv" or k in formats):
             return root  # complete: nothing to plan or render
         formats = tuple(f for f in ("foa", "mic") if f in formats or f in old.get("formats", ()))
-    elif os.path.isdir(root) and os.listdir(root):
+    elif os.path.isdir(root) and set(os.listdir(root)) - {LOCK_FILE}:
         raise ConfigError(f"{root}: folder is not empty and holds no {CONFIG_FILE}; choose another output folder")
-    rooms = make_rooms(cfg, int(seed))
-    scenes = plan_scenes(cfg, rooms, int(seed), clips)
-    for sub in [f"{f}_dev" for f in formats] + ["metadata_dev"]:
-        os.makedirs(os.path.join(root, sub), exist_ok=True)
-    save_json({**record, "preset": cfg.name, "formats": list(formats), "rooms": [dataclasses.asdict(r) for r in rooms],
-               "scenes": [s.name for s in scenes]}, record_path)
-    _remove_temp_files(root)
-    room_of = {r.room_id: r for r in rooms}
-    tasks = []
-    for s in sorted(scenes, key=lambda s: (s.room, s.fold, s.mix)):
-        paths = _paths(root, s.name)
-        missing = tuple(f for f in formats if not os.path.isfile(paths[f]))
-        if missing or not os.path.isfile(paths["csv"]):
-            tasks.append((root, s, room_of[s.room], cfg, int(seed), clips, missing))
-    if not tasks:
-        return root
-    from dtbt_tf.progress import progress_bar
+    with FolderLock(root, "dataset job"):  # one job per folder; a second one stops here at once
+        rooms = make_rooms(cfg, int(seed))
+        scenes = plan_scenes(cfg, rooms, int(seed), clips)
+        for sub in [f"{f}_dev" for f in formats] + ["metadata_dev"]:
+            os.makedirs(os.path.join(root, sub), exist_ok=True)
+        save_json({**record, "preset": cfg.name, "formats": list(formats),
+                   "rooms": [dataclasses.asdict(r) for r in rooms], "scenes": [s.name for s in scenes]}, record_path)
+        _remove_temp_files(root)
+        room_of = {r.room_id: r for r in rooms}
+        tasks = []
+        for s in sorted(scenes, key=lambda s: (s.room, s.fold, s.mix)):
+            paths = _paths(root, s.name)
+            missing = tuple(f for f in formats if not os.path.isfile(paths[f]))
+            if missing or not os.path.isfile(paths["csv"]):
+                tasks.append((root, s, room_of[s.room], cfg, int(seed), clips, missing))
+        if not tasks:
+            return root
+        from dtbt_tf.progress import progress_bar
 
-    n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    n_workers = min(workers or n_cpu, len(tasks))
-    bar = progress_bar(len(scenes), desc=f"synth {cfg.name}", unit="scene", initial=len(scenes) - len(tasks),
-                       enabled=progress)
-    try:
-        if n_workers <= 1:
-            for t in tasks:
-                _render_task(t)
-                bar.update()
-        else:
-            fork = "fork" in multiprocessing.get_all_start_methods()
-            ctx = multiprocessing.get_context("fork" if fork else "spawn")
-            if fork:  # build each needed bank once, in parallel; the scene workers inherit them
-                needed = sorted({t[2] for t in tasks}, key=lambda r: r.room_id)
-                with ctx.Pool(min(n_workers, len(needed))) as pool:
-                    banks = pool.starmap(build_bank, [(r, cfg, int(seed)) for r in needed])
-                _BANKS.update({(r, cfg, int(seed)): b for r, b in zip(needed, banks)})
-            with ctx.Pool(n_workers) as pool:
-                for _ in pool.imap_unordered(_render_task, tasks):
+        n_cpu = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        n_workers = min(workers or n_cpu, len(tasks))
+        bar = progress_bar(len(scenes), desc=f"synth {cfg.name}", unit="scene", initial=len(scenes) - len(tasks),
+                           enabled=progress)
+        try:
+            if n_workers <= 1:
+                for t in tasks:
+                    _render_task(t)
                     bar.update()
-    finally:
-        bar.close()
-        _BANKS.clear()
-    return root
+            else:
+                fork = "fork" in multiprocessing.get_all_start_methods()
+                ctx = multiprocessing.get_context("fork" if fork else "spawn")
+                if fork:  # build each needed bank once, in parallel; the scene workers inherit them
+                    needed = sorted({t[2] for t in tasks}, key=lambda r: r.room_id)
+                    with ctx.Pool(min(n_workers, len(needed))) as pool:
+                        banks = pool.starmap(build_bank, [(r, cfg, int(seed)) for r in needed])
+                    _BANKS.update({(r, cfg, int(seed)): b for r, b in zip(needed, banks)})
+                with ctx.Pool(n_workers) as pool:
+                    for _ in pool.imap_unordered(_render_task, tasks):
+                        bar.update()
+        finally:
+            bar.close()
+            _BANKS.clear()
+        return root
