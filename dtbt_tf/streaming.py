@@ -380,6 +380,9 @@ def stream_device(device, model_path: str, out_dir: str, seconds: float | None =
     except ImportError:
         raise ConfigError("--device needs the sounddevice package: pip install 'dtbt_tf[live]' "
                           "(or pip install sounddevice)") from None
+    except OSError as e:  # sounddevice is there but the PortAudio library is not
+        raise ConfigError(f"--device: sounddevice cannot load PortAudio ({e}); install it, e.g. "
+                          f"apt-get install libportaudio2") from None
     from dtbt_tf.data.user_audio import fuma_to_acn
 
     localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold)
