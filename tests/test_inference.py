@@ -67,6 +67,16 @@ def test_outputs_to_metadata_thresholds_slots():
     assert outputs_to_metadata(doa, act, 0.8).frame.tolist() == [0]
 
 
+def test_outputs_to_metadata_track_column_is_a_track_id():
+    """A new id each time a slot starts a track (dtbt_tf.tracks), not the slot: slot 0 on, off, on again."""
+    doa = np.zeros((5, 2, 3), np.float32)
+    doa[..., 2] = 1.0
+    act = np.array([[0.9, 0.1], [0.1, 0.8], [0.9, 0.8], [0.9, 0.1], [0.9, 0.9]], np.float32)
+    meta = outputs_to_metadata(doa, act, 0.5)
+    assert list(zip(meta.frame.tolist(), meta.track.tolist())) == [(0, 0), (1, 1), (2, 2), (2, 1), (3, 2),
+                                                                   (4, 2), (4, 3)]
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory, tiny_doanet):
     model, dcfg = tiny_doanet("foa", seed=1)
