@@ -148,6 +148,28 @@ def doanet_keras(path: Path) -> str:
     return str(path)
 
 
+def features(w: Path, change: Callable[[Path], None]) -> str:
+    """A feature folder of dataset(w / "data") (extract_features, TensorFlow) changed by ``change(folder)``."""
+    from dtbt_tf.data.tfrecord import extract_dataset
+
+    out = w / "feat"
+    extract_dataset(dataset(w / "data"), "foa", str(out), progress=False, workers=1)
+    change(out)
+    return str(out)
+
+
+def _cut_shard(feat: Path) -> None:
+    shard = next(feat.glob("train-*.tfrecord"))
+    with open(shard, "r+b") as f:
+        f.truncate(os.path.getsize(shard) - 100)
+
+
+def _manifest_n_max_3(feat: Path) -> None:
+    text = (feat / "manifest.json").read_text()
+    assert '"n_max": 2' in text
+    (feat / "manifest.json").write_text(text.replace('"n_max": 2', '"n_max": 3', 1))
+
+
 def _bad_csv(wav_path: Path, csv_path: Path) -> None:
     csv_path.write_text("frame,class,track\n1,0,0,oops\n")
 
@@ -341,6 +363,13 @@ FAULTS: list[Fault] = [
           "run: run folder not found", absent=("run",)),
     Fault("train-resume-data", "train", "--resume with --data", _train("--resume"), "--resume uses the run's own",
           absent=("run",)),
+    Fault("train-truncated-shard", "train", "a training TFRecord shard cut short",
+          lambda w: ["--data", features(w, _cut_shard), "--out", str(w / "run"), "--no-progress"],
+          "train-00000-of-00001.tfrecord: truncated or replaced", absent=("run",)),
+    Fault("train-edited-manifest", "train", "a feature manifest whose n_max was edited (2 -> 3)",
+          lambda w: ["--data", features(w, _manifest_n_max_3), "--out", str(w / "run"), "--no-progress",
+                     "--n-max", "3"],
+          "manifest.json: n_max=3, but shard", absent=("run",)),
     # train_hnet.py
     Fault("train-hnet-n-max-0", "train_hnet", "--n-max 0", _hnet("--n-max", "0"), "n_max must be >= 1",
           absent=("hnet", "hnet_work", "cache")),

@@ -68,8 +68,27 @@ def load_manifest(data_dir: str) -> dict:
         for name in names:
             if not os.path.isfile(os.path.join(data_dir, name)):
                 raise DataError(f"{os.path.join(data_dir, name)}: shard of split {split!r} listed in {path} is missing")
+            _check_shard(os.path.join(data_dir, name), manifest["n_max"], path)
     manifest["dir"] = os.path.abspath(data_dir)
     return manifest
+
+
+def _check_shard(shard: str, n_max, manifest_path: str) -> None:
+    """DataError if a shard differs from the index extraction wrote beside it (``<shard>.json``): a truncated or
+    replaced file (byte size), or a manifest whose n_max was edited. A shard without an index is not checked."""
+    try:
+        with open(shard + ".json") as f:
+            index = json.load(f)
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as e:
+        raise DataError(f"{shard}.json: cannot read the shard index ({e})") from None
+    size = os.path.getsize(shard)
+    if isinstance(index, dict) and "bytes" in index and index["bytes"] != size:
+        raise DataError(f"{shard}: truncated or replaced: {size} bytes, extraction wrote {index['bytes']}")
+    if isinstance(index, dict) and "n_max" in index and index["n_max"] != n_max:
+        raise DataError(f"{manifest_path}: n_max={n_max!r}, but shard {os.path.basename(shard)} was extracted with "
+                        f"n_max={index['n_max']!r}")
 
 
 def feature_config(manifest: dict) -> FeatureConfig:
