@@ -65,7 +65,7 @@ def _metrics(doa, act, ref_doa, ref_active):
 def test_swapped_slots_at_boundaries_are_rematched_ids_drop_to_zero():
     n_label = 300  # 11 windows, 10 boundaries with a swap at each
     ref_doa, ref_active = _scene(n_label)
-    rows = np.repeat(np.arange(n_label * 5, dtype=np.float32), 1)[:, None]  # row = feature frame index
+    rows = np.arange(n_label * 5, dtype=np.float32)[:, None]  # row = feature frame index
     predict, _ = _swapping_model(ref_doa, ref_active)
     raw = run_windows(rows, n_label, WINDOW, 5, 2, predict, max_batch=4, reassociate=False)
     predict, _ = _swapping_model(ref_doa, ref_active)  # same noise draws
