@@ -119,6 +119,12 @@ PRESETS = {
                             static_continuous_fraction=0.5),
     # DCASE2020-sized: 6 folds x 100 scenes x 60 s, ov1 and ov2 alternating, 2 rooms per fold.
     "paper": SynthConfig(name="paper", n_folds=6, scenes_per_fold=100, scene_seconds=60.0, rooms_per_fold=2),
+    # Smoke tests of the whole pipeline in seconds (the README's tiny pipeline): one test, one validation and one
+    # training fold of 6 x 6 s scenes each (ov1 and ov2 alternating), a coarse direction grid, one distance,
+    # low-order reflections.
+    "tiny": SynthConfig(name="tiny", n_folds=3, scenes_per_fold=6, scene_seconds=6.0, event_seconds=(0.5, 2.0),
+                        gap_seconds=(0.2, 1.0), azimuth_step_deg=30.0, elevations_deg=(-30.0, 0.0, 30.0),
+                        distances_m=(1.0,), ism_order=2, rt60_s=(0.2, 0.4)),
     # Out-of-distribution test set (never trained or tuned on): one fold of 40 x 30 s scenes in 4 small, more
     # reverberant rooms (RT60 0.9-1.3 s vs 0.2-0.8 s), closer sources, louder ambient noise (SNR 0-12 dB vs
     # 6-30 dB), faster movers, all static sources off the grid. Render it with --sources-dir data/clips
