@@ -1,4 +1,5 @@
-"""One job per folder and no silent loss for feature extraction and augmentation (issue 14): the folder lock,
+"""One job per folder and no silent loss for feature extraction, augmentation, synthetic datasets and Hnet
+training (issue 14): the folder lock,
 a finished feature folder of another dataset, metadata past the end of the audio, leftover temporaries."""
 import contextlib
 import importlib.util
@@ -226,3 +227,31 @@ def test_augment_takes_over_a_stale_lock_and_leaves_no_lock(tiny, tmp_path, caps
     assert f"taking over the stale lock of process {pid}" in capsys.readouterr().err
     assert summary["new_mixes"] == 0 and os.path.isfile(os.path.join(out, SUMMARY_NAME))
     assert not os.path.exists(out + ".partial") and LOCK_FILE not in os.listdir(out)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Synthetic datasets and Hnet training
+
+
+def test_make_dataset_holds_the_folder_lock_and_releases_it(tmp_path):
+    from dtbt_tf.data.synth import get_preset, make_dataset
+
+    cfg = get_preset("tiny").replace(name="one", n_folds=1, scenes_per_fold=1, scene_seconds=2.0)
+    out = tmp_path / "synth"
+    with held_by_another_process(out) as pid:
+        with pytest.raises(ConfigError, match=f"in use by another dataset job \\(process {pid}"):
+            make_dataset(cfg, out=str(out), fmt="foa", workers=1, progress=False)
+        assert os.listdir(out) == [LOCK_FILE]  # the lock alone: not "a folder of other files"
+    make_dataset(cfg, out=str(out), fmt="foa", workers=1, progress=False)
+    assert LOCK_FILE not in os.listdir(out) and (out / "synth_config.json").is_file()
+
+
+def test_killed_hnet_export_temporaries_are_removed_live_ones_kept(tmp_path):
+    from dtbt_tf.hnet.training import _remove_dead_exports
+
+    out = tmp_path / "hnet_n2"
+    dead, live = dead_pid(), os.getpid()
+    for name in (f"hnet_n2.tmp{dead}", f"hnet_n2.old{dead}", f"hnet_n2.tmp{live}", f"hnet_n3.tmp{dead}"):
+        (tmp_path / name).mkdir()
+    _remove_dead_exports(out)
+    assert sorted(os.listdir(tmp_path)) == sorted([f"hnet_n2.tmp{live}", f"hnet_n3.tmp{dead}"])
