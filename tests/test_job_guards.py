@@ -1,6 +1,6 @@
 """One job per folder and no silent loss for feature extraction, augmentation, synthetic datasets and Hnet
-training (issue 14): the folder lock,
-a finished feature folder of another dataset, metadata past the end of the audio, leftover temporaries."""
+training (issue 14): the folder lock, a finished feature folder of another dataset, metadata past the end of the
+audio, leftover temporaries."""
 import contextlib
 import importlib.util
 import json
