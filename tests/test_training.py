@@ -291,6 +291,6 @@ def test_bad_inputs(run, tiny, tmp_path, write_tiny_dcase):
     os.remove(edited / "manifest.json")
     (edited / "manifest.json").write_text(json.dumps(manifest))
     hnet3 = str(tmp_path / "hnet3.keras")
-    with pytest.raises(DataError, match="do not match the manifest"):
+    with pytest.raises(DataError, match="manifest.json: n_max=3, but shard .* was extracted with n_max=2"):
         train_run(run_config(hnet3, n_max=3), out=str(tmp_path / "f"), data=str(edited), **QUIET)
     assert not any(os.path.exists(tmp_path / n) for n in "abcdef")  # no run folder left by a refused start
