@@ -248,7 +248,10 @@ class TrainSettings:
     overlapping windows, i.e. more (correlated) training sequences per epoch (window borders also move by a
     random offset per file and epoch). schedule: 'constant' lr or 'cosine' decay from lr to 5 % of it over all
     the steps of ``epochs``. seed: initialisation and data order (the synthetic dataset always uses its own
-    seed 0). preset: synthetic dataset used when no data is given.
+    seed 0). preset: synthetic dataset used when no data is given. steps_per_epoch: optimizer steps per epoch
+    (the training split is repeated or cut within the epoch as needed); None: one expected pass over the
+    training windows (:func:`dtbt_tf.training.sequences_per_epoch` / batch size). Fixing it gives training sets
+    of any size the same schedule and the same validation/checkpoint cadence (benchmarks/learning_curve.py).
     """
 
     epochs: int = 12
@@ -261,8 +264,13 @@ class TrainSettings:
     mixed_precision: bool = False
     jit_compile: bool = False
     preset: str = "quick"
+    steps_per_epoch: int | None = None
 
     def __post_init__(self):
+        if self.steps_per_epoch is not None and (isinstance(self.steps_per_epoch, bool)
+                                                 or not isinstance(self.steps_per_epoch, int)
+                                                 or self.steps_per_epoch < 1):
+            raise ConfigError(f"steps_per_epoch must be None or an integer >= 1, got {self.steps_per_epoch!r}")
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0:
             raise ConfigError(f"epochs, batch_size must be >= 1 and lr > 0 (got {self.epochs}, {self.batch_size}, "
                               f"{self.lr})")

@@ -123,7 +123,7 @@ def train_run(cfg: RunConfig | None = None, out: str | None = None, data: str | 
         cfg = dataclasses.replace(cfg, data_dir=os.path.abspath(data_dir), hnet=hnet_path)
         mean, std = normalization_stats(manifest)
         n_seq = sequences_per_epoch(manifest, "train", cfg.feature.seq_frames, cfg.train.seq_hop)
-        steps = max(1, -(-n_seq // cfg.train.batch_size))
+        steps = cfg.train.steps_per_epoch or max(1, -(-n_seq // cfg.train.batch_size))
         doanet, trainer = build_trainer(cfg, strategy, hnet_model, mean, std, steps)
         ckpt, manager = checkpoint(out, doanet, trainer.optimizer, chief)
         if chief:

@@ -25,3 +25,17 @@ def test_saved_loss_config_without_temperature_keeps_the_temperature_it_ran_with
     assert from_dict(LossConfig, to_dict(LossConfig(hnet_temperature=3.0))).hnet_temperature == 3.0
     with pytest.raises(ConfigError, match=r"unknown keys \['bogus'\]"):
         from_dict(LossConfig, {**old, "bogus": 1})
+
+
+def test_steps_per_epoch_is_optional_and_checked():
+    """TrainSettings.steps_per_epoch: None (one pass over the training windows, what runs saved before the field
+    existed did) or an integer >= 1."""
+    from dtbt_tf.config import ConfigError, TrainSettings, from_dict, to_dict
+
+    assert TrainSettings().steps_per_epoch is None
+    old = {k: v for k, v in to_dict(TrainSettings()).items() if k != "steps_per_epoch"}
+    assert from_dict(TrainSettings, old).steps_per_epoch is None
+    assert from_dict(TrainSettings, to_dict(TrainSettings(steps_per_epoch=7))).steps_per_epoch == 7
+    for bad in (0, -1, 2.5, True, "3"):
+        with pytest.raises(ConfigError, match="steps_per_epoch"):
+            TrainSettings(steps_per_epoch=bad)
