@@ -4,6 +4,7 @@
 Recorded sources: build a clip library (python scripts/build_clip_library.py --out data/clips), then
     python scripts/make_dataset.py --sources-dir data/clips                       # recorded events only
     python scripts/make_dataset.py --sources-dir data/clips --recorded-fraction 0.5  # half recorded, per class
+    python scripts/make_dataset.py --paired-layout --sources-dir data/clips  # the procedural set's layout
 """
 from __future__ import annotations
 
@@ -41,6 +42,10 @@ def parse_args(argv=None):
                    help="with --sources-dir: share of the events of each class with clips that use a clip, the "
                         "rest procedural, and classes without clips procedural too (default 1: recorded-only "
                         "scenes with the library's classes); the value is part of the dataset name")
+    p.add_argument("--paired-layout", action="store_true",
+                   help="keep the layout of the procedural dataset of the same seed (rooms, event timing, "
+                        "positions, trajectories, levels) whatever --sources-dir and --recorded-fraction, so "
+                        "only the signals (and class labels) differ; part of the dataset name")
     p.add_argument("--max-polyphony", type=cli.positive_int, default=None,
                    help="override the preset's maximum number of overlapping events (e.g. 3)")
     p.add_argument("--workers", type=cli.positive_int, default=None, help="parallel processes (default: all CPUs)")
@@ -71,6 +76,8 @@ def main(argv=None) -> int:
         check_writable(args.stats)
     cfg = get_preset(args.preset)
     overrides = {} if args.max_polyphony is None else {"max_polyphony": args.max_polyphony}
+    if args.paired_layout:
+        overrides["paired_layout"] = True
     if args.recorded_fraction is not None and args.recorded_fraction != cfg.recorded_fraction:
         overrides["recorded_fraction"] = args.recorded_fraction
     root = make_dataset(get_preset(args.preset, **overrides), out=args.out, fmt=args.fmt, seed=args.seed,

@@ -323,6 +323,55 @@ def test_generator_respects_library_folds_and_mixes_procedural(library):
     assert {e.cls for e in events} - recorded_classes  # procedural classes occur too
 
 
+def _layout_key(e):
+    return (e.onset, e.duration, e.azimuth, e.elevation, e.azimuth_speed, e.elevation_speed, e.distance_index,
+            e.level_db, e.tail_index)
+
+
+def test_paired_layout_keeps_the_procedural_layout_and_changes_only_signals(library):
+    from dtbt_tf.data.synth.render import render_scene
+    from dtbt_tf.data.synth.rooms import build_bank
+
+    _, out, _ = library
+    lib = ClipLibrary.from_dir(out)
+    cfg = TINY.replace(n_folds=6, scenes_per_fold=4, scene_seconds=8.0, event_seconds=(0.5, 3.0))
+    paired = cfg.replace(paired_layout=True)
+    proc = plan_scenes(cfg, make_rooms(cfg, 0), 0)
+    assert repr(plan_scenes(paired, make_rooms(paired, 0), 0)) == repr(proc)  # no clips: the procedural plan
+    # without paired_layout, clips change the layout (shorter events, other random numbers)
+    assert any(sorted(map(_layout_key, a.events)) != sorted(map(_layout_key, b.events))
+               for a, b in zip(proc, plan_scenes(cfg, make_rooms(cfg, 0), 0, lib)))
+    plans = {f: plan_scenes(paired.replace(recorded_fraction=f), make_rooms(paired, 0), 0, lib) for f in (1.0, 0.5)}
+    fold_names = {1: "test", 2: "val"}
+    by_key = {}
+    for f, scenes in plans.items():
+        for a, b in zip(proc, scenes):
+            assert (a.name, a.snr_db, a.noise_seed, a.room) == (b.name, b.snr_db, b.noise_seed, b.room)
+            assert sorted(map(_layout_key, a.events)) == sorted(map(_layout_key, b.events))
+            ma, mb = a.metadata(), b.metadata()
+            rows = [np.column_stack([m.frame, m.doa]) for m in (ma, mb)]
+            np.testing.assert_array_equal(*(r[np.lexsort(r.T[::-1])] for r in rows))
+            for e in b.events:
+                by_key.setdefault((a.name, _layout_key(e)), {})[f] = e
+                if e.source[0] == "clips":  # clips of the event's class and fold, joined to its length
+                    assert all(lib.clips[i].cls == e.cls and lib.clips[i].fold == fold_names.get(b.fold, "train")
+                               for i, _, _ in e.source[1])
+                    assert sum(n for _, _, n in e.source[1]) == int(round(e.duration * FS))
+    recorded = [e for s in plans[1.0] for e in s.events]
+    assert all(e.source[0] == "clips" for e in recorded) and any(len(e.source[1]) > 1 for e in recorded)
+    proc_events = {(s.name, _layout_key(e)): e for s in proc for e in s.events}
+    kinds = set()
+    for key, ev in by_key.items():  # a mixed event has the recorded set's signal or the procedural one
+        kinds.add(ev[0.5].source[0])
+        signal = (ev[0.5].source, ev[0.5].cls)  # (tracks follow the classes)
+        assert signal in ((ev[1.0].source, ev[1.0].cls), (proc_events[key].source, proc_events[key].cls))
+    assert kinds == {"clips", "proc"}
+    scene = next(s for s in plans[1.0] if any(len(e.source[1]) > 1 for e in s.events))
+    room = next(r for r in make_rooms(paired, 0) if r.room_id == scene.room)
+    x = render_scene(scene, build_bank(room, paired, 0), ("foa",), lib)["foa"]
+    assert x.shape == (scene.n_samples, 4) and np.isfinite(x).all() and np.abs(x).max() > 0.5
+
+
 def test_make_dataset_records_the_manifest_hash(library, tmp_path, monkeypatch):
     root, out, manifest = library
     monkeypatch.chdir(tmp_path)

@@ -35,6 +35,14 @@ class SynthConfig:
     With source clips (``sources_dir``), an event of a class that has clips usable in its fold takes a clip with
     probability `recorded_fraction`, else a procedural signal of its class; 1.0 makes recorded-only scenes
     (only the classes with clips occur), below 1 every class occurs (classes without clips stay procedural).
+    Events are shortened to the length of their clip, and the choice of clips takes random numbers of the scene,
+    so a render with clips has another layout than the procedural one of the same seed. `paired_layout=True`
+    keeps the layout of the procedural render instead (rooms, event timing, positions, trajectories, levels and
+    SNR of the same seed, whatever the clips or `recorded_fraction`): with clips, each event takes a recorded
+    signal with probability `recorded_fraction` (1.0: every event), from clips of its class joined to its
+    length when one is too short; a class without clips in the event's fold is replaced by a class drawn from
+    those with clips (the label says which), so only the signals and the class and track columns differ.
+    Without clips it renders the procedural dataset byte for byte.
     """
 
     name: str = "quick"
@@ -59,6 +67,7 @@ class SynthConfig:
     snr_db: tuple | None = (6.0, 30.0)
     recorded_fraction: float = 1.0
     static_continuous_fraction: float = 0.0
+    paired_layout: bool = False
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -84,6 +93,8 @@ class SynthConfig:
             raise ConfigError(f"recorded_fraction must be in [0, 1], got {self.recorded_fraction}")
         if not 0.0 <= self.static_continuous_fraction <= 1.0:
             raise ConfigError(f"static_continuous_fraction must be in [0, 1], got {self.static_continuous_fraction}")
+        if not isinstance(self.paired_layout, bool):
+            raise ConfigError(f"paired_layout must be True or False, got {self.paired_layout!r}")
         if not 0.0 <= self.moving_fraction <= 1.0:
             raise ConfigError(f"moving_fraction must be in [0, 1], got {self.moving_fraction}")
         if not (0.05 <= self.rt60_s[0] and self.rt60_s[1] <= 2.0):

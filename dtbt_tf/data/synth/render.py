@@ -35,6 +35,8 @@ CONFIG_FILE = "synth_config.json"
 def _event_signal(event, n: int, clips: ClipLibrary | None) -> np.ndarray:
     if event.source[0] == "proc":
         return procedural(event.cls, n, event.source[1])
+    if event.source[0] == "clips":
+        return clips.joined(event.source[1], n, event.source[2])
     _, index, start, seed = event.source
     return clips.excerpt(index, start, n, seed)
 

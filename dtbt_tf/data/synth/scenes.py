@@ -20,12 +20,14 @@ from .signals import MIN_CLIP_SECONDS, N_CLASSES, ClipLibrary
 
 LABEL_HOP_S = 0.1
 SCENE_STREAM = 2
+SIGNAL_STREAM = 4  # signal choices of `paired_layout` scenes (rooms.py holds streams 1 and 3)
 
 
 @dataclasses.dataclass(frozen=True)
 class Event:
-    """One sound event. Times in s, angles in degrees, speeds in deg/s; `source` is ('proc', seed) or
-    ('clip', clip index, start sample, seed)."""
+    """One sound event. Times in s, angles in degrees, speeds in deg/s; `source` is ('proc', seed),
+    ('clip', clip index, start sample, seed) or, in `paired_layout` scenes, ('clips', ((clip index, start
+    sample, samples), ...), seed): pieces of clips of the event's class joined to its length."""
 
     cls: int
     track: int
@@ -119,28 +121,60 @@ def _assign_tracks(events: list[dict]) -> None:
         e["track"] = min(t for t in range(len(busy) + 1) if t not in busy)
 
 
+def _paired_signal(cls: int, n: int, proc_source: tuple, clips: ClipLibrary, fold: str | None,
+                   recorded: list[int], fraction: float, rng: np.random.Generator) -> tuple[int, tuple]:
+    """(class, source) of a `paired_layout` event of class `cls` and `n` samples. With probability `fraction`
+    a recorded signal: clips of its class (a class without clips in this fold takes a class drawn from those
+    with clips, and the event is labelled with that class), one excerpt when the clip is long enough, else
+    whole clips joined until `n` samples; otherwise the procedural `proc_source`. The draws come from `rng`
+    (one stream per event), so the same event takes the same clips at every fraction."""
+    if not recorded or rng.uniform() >= fraction:
+        return cls, proc_source
+    if cls not in recorded:
+        cls = int(rng.choice(recorded))
+    choices = [i for i in clips.usable(fold) if clips.clips[i].cls == cls]
+    pieces, need = [], n
+    while need > 0:
+        ci = int(rng.choice(choices))
+        length = clips.clips[ci].n_samples
+        if length >= need:
+            pieces.append((ci, int(rng.integers(0, length - need + 1)), need))
+            need = 0
+        else:
+            pieces.append((ci, 0, length))
+            need -= length
+    return cls, ("clips", tuple(pieces), int(rng.integers(2**31)))
+
+
 def sample_scene(cfg: SynthConfig, room: RoomSpec, mix: int, n_layers: int, seed: int,
                  clips: ClipLibrary | None = None) -> Scene:
-    """Sample a scene with `n_layers` event layers in `room` (deterministic in seed, fold, mix)."""
+    """Sample a scene with `n_layers` event layers in `room` (deterministic in seed, fold, mix).
+
+    With ``cfg.paired_layout`` the layout (event timing, classes drawn over the 14 ids, positions,
+    trajectories, levels, distances, tails, SNR) takes the same random numbers as a procedural scene whatever
+    the clips, and the signals are chosen afterwards from a stream of their own (:func:`_paired_signal`)."""
     rng = np.random.default_rng([seed, SCENE_STREAM, room.fold, mix])
     total = cfg.scene_seconds
     az_grid = -180.0 + cfg.azimuth_step_deg * np.arange(int(round(360 / cfg.azimuth_step_deg)))
     el_lo, el_hi = cfg.elevations_deg[0], cfg.elevations_deg[-1]
     fold = clips.fold_for(room.fold) if clips else None
+    paired = cfg.paired_layout
     mixed = clips is not None and cfg.recorded_fraction < 1.0
     recorded = set(clips.classes(fold)) if clips else set()
-    classes = sorted(recorded) if clips and not mixed else list(range(N_CLASSES))
-    if not classes:
+    classes = sorted(recorded) if clips and not mixed and not paired else list(range(N_CLASSES))
+    if not classes or (paired and clips and cfg.recorded_fraction > 0 and not recorded):
+        hint = "recorded_fraction 0 keeps procedural sources" if paired else \
+            "mix in procedural sources with recorded_fraction < 1"
         raise DataError(f"{clips.root}: the clip library has no clips of its {fold!r} fold, which dataset fold "
-                        f"{room.fold} draws from (mix in procedural sources with recorded_fraction < 1)")
-    min_dur = min(cfg.event_seconds[0], MIN_CLIP_SECONDS) if clips else cfg.event_seconds[0]
+                        f"{room.fold} draws from ({hint})")
+    min_dur = min(cfg.event_seconds[0], MIN_CLIP_SECONDS) if clips and not paired else cfg.event_seconds[0]
     events = []
     for _ in range(n_layers):
         t = rng.uniform(0.0, cfg.gap_seconds[1])
         while True:
             dur = rng.uniform(*cfg.event_seconds)
             cls = int(rng.choice(classes))
-            use_clip = cls in recorded and (not mixed or rng.uniform() < cfg.recorded_fraction)
+            use_clip = not paired and cls in recorded and (not mixed or rng.uniform() < cfg.recorded_fraction)
             if use_clip:
                 choices = [i for i in clips.usable(fold) if clips.clips[i].cls == cls]
                 ci = int(rng.choice(choices))
@@ -164,6 +198,10 @@ def sample_scene(cfg: SynthConfig, room: RoomSpec, mix: int, n_layers: int, seed
                 source = ("clip", ci, start, int(rng.integers(2**31)))
             else:
                 source = ("proc", int(rng.integers(2**31)))
+            if paired and clips:
+                sig_rng = np.random.default_rng([seed, SIGNAL_STREAM, room.fold, mix, len(events)])
+                cls, source = _paired_signal(cls, int(round(round(float(dur), 4) * FS)), source, clips, fold,
+                                             sorted(recorded), cfg.recorded_fraction, sig_rng)
             events.append(dict(cls=cls, onset=round(float(t), 4), duration=round(float(dur), 4),
                                azimuth=round(float(az), 3), elevation=round(float(el), 3),
                                azimuth_speed=round(float(speed), 3), elevation_speed=round(float(drift), 3),

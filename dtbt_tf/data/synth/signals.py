@@ -275,6 +275,29 @@ class ClipLibrary:
             raise DataError(f"{self.clips[index].path}: clip excerpt at {start / FS:.2f} s is silent")
         return y
 
+    def joined(self, pieces, n: int, seed: int) -> np.ndarray:
+        """`n` samples made of `pieces` ((clip index, start sample, samples), ...) in turn, each at unit RMS
+        with 5 ms fades at the joins, then a short envelope, unit RMS (the 'clips' source of a scene)."""
+        fade = int(0.005 * FS)
+        parts = []
+        for index, start, length in pieces:
+            x = _load_clip(self.clips[index].path)[start:start + length]
+            x = np.pad(x, (0, length - x.size))
+            rms = np.sqrt(np.mean(x ** 2))
+            if rms > 1e-12:
+                x = x / rms
+            if len(pieces) > 1 and x.size > 2 * fade:
+                ramp = 0.5 * (1 - np.cos(np.pi * np.arange(fade) / fade))
+                x = x.copy()
+                x[:fade] *= ramp
+                x[-fade:] *= ramp[::-1]
+            parts.append(x)
+        x = np.concatenate(parts)[:n]
+        y = envelope(np.pad(x, (0, n - x.size)), np.random.default_rng(seed))
+        if not np.any(y):
+            raise DataError(f"{self.clips[pieces[0][0]].path}: clip excerpt at {pieces[0][1] / FS:.2f} s is silent")
+        return y
+
 
 @functools.lru_cache(maxsize=64)
 def _load_clip(path: str) -> np.ndarray:
