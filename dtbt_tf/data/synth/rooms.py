@@ -60,7 +60,8 @@ def _fit_distances(dims, cfg: SynthConfig) -> tuple:
 def make_room(room_id: int, fold: int, dims, rt60: float, cfg: SynthConfig, rng: np.random.Generator) -> RoomSpec:
     """A room of `dims` (m) reaching `rt60` (s) by uniform absorption (pyroomacoustics' inverse Sabine), with the
     array near (not at) the centre of the floor plan at 1.3-1.8 m height, where every source ring fits.
-    ConfigError if the RT60 needs an absorption above 0.95 or the room is too small."""
+    ConfigError if the RT60 needs an absorption above 0.95 or the room is too small for the rings (no random
+    number is drawn then)."""
     import pyroomacoustics as pra
 
     dims = tuple(float(d) for d in dims)
@@ -76,11 +77,14 @@ def make_room(room_id: int, fold: int, dims, rt60: float, cfg: SynthConfig, rng:
     distances = _fit_distances(dims, cfg)
     d = max(distances)
     sin_el = np.sin(np.deg2rad(max(abs(cfg.elevations_deg[0]), abs(cfg.elevations_deg[-1]))))
-    pos = []
+    bounds = []
     for axis in range(2):  # off-centre, to avoid the flutter of a perfectly symmetric position
         lo, hi = d + 0.5, dims[axis] - d - 0.5
         half = min(0.15 * dims[axis], (hi - lo) / 2)
-        pos.append(float(rng.uniform(dims[axis] / 2 - half, dims[axis] / 2 + half)))
+        bounds.append((dims[axis] / 2 - half, dims[axis] / 2 + half))
+    if any(b - a < 0 for a, b in bounds):  # the radius, rounded to cm, can exceed (dims - 1) / 2 by 5 mm
+        raise ConfigError(f"room {dims} m cannot hold a {d} m source ring 0.5 m from the walls")
+    pos = [float(rng.uniform(a, b)) for a, b in bounds]
     pos.append(float(np.clip(rng.uniform(1.3, 1.8), 0.3 + d * sin_el, dims[2] - 0.3 - d * sin_el)))
     return RoomSpec(room_id=room_id, fold=fold, dims=dims, rt60=0.0 if cfg.anechoic else round(float(rt60), 3),
                     absorption=round(absorption, 4), array_pos=tuple(round(p, 3) for p in pos), distances=distances)
@@ -88,7 +92,7 @@ def make_room(room_id: int, fold: int, dims, rt60: float, cfg: SynthConfig, rng:
 
 def make_rooms(cfg: SynthConfig, seed: int) -> list[RoomSpec]:
     """`cfg.n_rooms` rooms, `rooms_per_fold` per fold, RT60 spread evenly over `rt60_s` (shuffled), dimensions
-    drawn from `room_size_m` (redrawn while the RT60 is out of reach), ids 1..n."""
+    drawn from `room_size_m` (redrawn while the RT60 is out of reach or the source rings do not fit), ids 1..n."""
     rng = np.random.default_rng([seed, ROOM_STREAM])
     n = cfg.n_rooms
     lo, hi = cfg.rt60_s
@@ -103,7 +107,8 @@ def make_rooms(cfg: SynthConfig, seed: int) -> list[RoomSpec]:
             except ConfigError:
                 continue
         else:
-            raise ConfigError(f"no room within room_size_m={cfg.room_size_m} reaches RT60 {rt60s[k]:.2f} s")
+            raise ConfigError(f"synthetic preset {cfg.name!r}: no room within room_size_m={cfg.room_size_m} reaches "
+                              f"RT60 {rt60s[k]:.2f} s and holds the source rings distances_m={cfg.distances_m}")
     return rooms
 
 
