@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import struct
 from typing import Iterator
 
 import numpy as np
@@ -16,7 +15,7 @@ import soundfile as sf
 import soxr
 
 from dtbt_tf.config import FORMATS
-from dtbt_tf.data.dcase import N_CHANNELS, SAMPLE_RATE, DataError
+from dtbt_tf.data.dcase import N_CHANNELS, SAMPLE_RATE, DataError, wav_declared_frames
 
 CHANNEL_ORDERS = ("acn", "fuma")
 RESAMPLER = "soxr"
@@ -45,35 +44,6 @@ def _error_text(e: Exception) -> str:
     return " ".join(str(getattr(e, "error_string", None) or e).split())
 
 
-def _wav_declared_frames(path: str) -> tuple[int, int] | None:
-    """(frames the RIFF/WAVE header declares, frames the file holds), or None when not a plain RIFF wav.
-
-    libsndfile silently shortens a truncated wav to the data present, so truncation is found here. A data size
-    of 0 or 0xFFFFFFFF (a recorder's placeholder before it finalises the file) declares nothing.
-    """
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        riff = f.read(12)
-        if riff[:4] != b"RIFF" or riff[8:12] != b"WAVE":
-            return None
-        block_align = None
-        while True:
-            head = f.read(8)
-            if len(head) < 8:
-                return None
-            cid, csize = head[:4], struct.unpack("<I", head[4:])[0]
-            if cid == b"fmt ":
-                fmt = f.read(min(csize, 16))
-                block_align = struct.unpack("<H", fmt[12:14])[0] if len(fmt) >= 14 else None
-                f.seek(csize - len(fmt) + (csize & 1), os.SEEK_CUR)
-            elif cid == b"data":
-                if not block_align or csize in (0, 0xFFFFFFFF):
-                    return None
-                return csize // block_align, (size - f.tell()) // block_align
-            else:
-                f.seek(csize + (csize & 1), os.SEEK_CUR)
-
-
 def audio_info(path: str) -> AudioInfo:
     """Header facts of an audio file; DataError if it is missing, unreadable, empty or truncated.
 
@@ -91,9 +61,9 @@ def audio_info(path: str) -> AudioInfo:
     info = AudioInfo(path, int(i.samplerate), int(i.channels), int(i.frames), i.format, i.subtype)
     if info.frames <= 0:
         raise DataError(f"{path}: no audio samples (0 frames)")
-    declared = _wav_declared_frames(path) if info.format in ("WAV", "WAVEX") else None
-    if declared and declared[0] > declared[1]:
-        raise DataError(f"{path}: truncated: header declares {declared[0]} frames, file holds {declared[1]}")
+    declared = wav_declared_frames(path) if info.format in ("WAV", "WAVEX") else None
+    if declared is not None and declared > info.frames:  # libsndfile reads a truncated wav as what it holds
+        raise DataError(f"{path}: truncated: header declares {declared} frames, file holds {info.frames}")
     try:
         with sf.SoundFile(path) as f:
             f.seek(info.frames - 1)
