@@ -90,10 +90,27 @@ class TFLiteStep:
             raise ConfigError(f"{path}: not a TFLite model ({str(e).splitlines()[0]})") from None
         self.runner = interp.get_signature_runner("serving_default")
         self.interpreter = interp
-        self.feature_cfg = from_dict(FeatureConfig, info["feature_config"])
+        try:
+            self.feature_cfg = from_dict(FeatureConfig, info["feature_config"])
+            self.n_max = int(info["doanet_config"]["n_max"])
+            self.state_shapes = {s["name"]: tuple(s["shape"]) for s in info["states"]}
+        except (KeyError, TypeError, ValueError) as e:
+            what = f"no {e}" if isinstance(e, KeyError) else str(e).splitlines()[0]
+            raise ConfigError(f"{tflite_sidecar_path(path)}: not a complete streaming sidecar ({what}; export the "
+                              f"model again with scripts/export.py --stream)") from None
+        cfg = self.feature_cfg
+        expected = {"features": (1, cfg.label_hop_frames, cfg.n_mels, cfg.n_channels),
+                    **{f"state_{n}": shape for n, shape in self.state_shapes.items()}}
+        inputs = {n: tuple(int(x) for x in d["shape"]) for n, d in self.runner.get_input_details().items()}
+        if inputs != expected:
+            side = os.path.basename(tflite_sidecar_path(path))
+            if set(inputs) != set(expected):
+                diff = f"inputs {', '.join(sorted(inputs))}; {side} says {', '.join(sorted(expected))}"
+            else:
+                name = next(n for n in sorted(inputs) if inputs[n] != expected[n])
+                diff = f"input {name} has shape {inputs[name]}; {side} says {expected[name]}"
+            raise ConfigError(f"{path}: the model does not match its sidecar ({diff}: a sidecar of another model?)")
         self.inference = inference_config_from(info, path)
-        self.n_max = int(info["doanet_config"]["n_max"])
-        self.state_shapes = {s["name"]: tuple(s["shape"]) for s in info["states"]}
         self.source = path
 
     def initial_states(self) -> dict:
@@ -164,6 +181,9 @@ def load_streaming_model(path: str, num_threads: int | None = None):
 
         model = load_doanet_keras(path)
         return KerasStep(model, _feature_cfg_of(model), InferenceConfig(), path)
+    if os.path.isfile(path):
+        raise ConfigError(f"{path}: not a streaming model (expected a streaming .tflite file, a folder holding one, "
+                          f"a causal training run folder or a causal DOAnet .keras file)")
     if not os.path.isdir(path):
         raise ConfigError(f"{path}: not found")
     if os.path.isfile(os.path.join(path, RUN_CONFIG)):

@@ -24,9 +24,9 @@ REPO = Path(__file__).resolve().parent.parent
 DOCS = REPO / "docs" / "reliability.md"
 BEGIN, END = "<!-- faults:begin -->", "<!-- faults:end -->"
 RATE = 24000
-# the scripts the table covers (scripts/stream.py is new and not in it yet)
+# the scripts the table covers: every one in scripts/
 SCRIPTS = ("train", "train_hnet", "evaluate", "evaluate_hnet", "extract_features", "make_dataset", "augment", "export",
-           "infer", "baseline", "build_clip_library", "serving_client")
+           "infer", "baseline", "build_clip_library", "serving_client", "stream")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -138,14 +138,34 @@ def shipped(*parts: str) -> str:
 TFLITE = ("doanet_foa", "tflite", "doanet_foa_fp32.tflite")
 
 
-def doanet_keras(path: Path) -> str:
-    """A small untrained DOAnet saved as .keras (imports TensorFlow: only the rows that need a real model)."""
+def doanet_keras(path: Path, fmt: str = "foa", causal: bool = False) -> str:
+    """A small untrained DOAnet saved as .keras (imports TensorFlow: only the rows that need a real model); a
+    causal one streams (scripts/stream.py takes it as its model)."""
     from dtbt_tf.config import DoanetConfig
     from dtbt_tf.models.doanet import build_doanet
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    build_doanet(DoanetConfig(conv_filters=4, rnn_units=4, fc_units=4)).save(str(path))
+    build_doanet(DoanetConfig(fmt=fmt, causal=causal, conv_filters=4, rnn_units=4, fc_units=4)).save(str(path))
     return str(path)
+
+
+def stream_sidecar_beside(folder: Path, complete: bool) -> str:
+    """The shipped (whole-window) FOA TFLite model beside a sidecar that says streaming: nothing more, or
+    (``complete``) the feature config, n_max and state shapes of a streaming model (another model's sidecar)."""
+    import dataclasses
+    import json
+    import shutil
+
+    from dtbt_tf.config import FeatureConfig
+
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(shipped(*TFLITE), folder / "m.tflite")
+    info = {"streaming": True}
+    if complete:
+        info.update(feature_config=dataclasses.asdict(FeatureConfig()), doanet_config={"n_max": 2},
+                    states=[{"name": "gru0", "shape": [1, 4]}])
+    (folder / "m.json").write_text(json.dumps(info) + "\n")
+    return str(folder / "m.tflite")
 
 
 def features(w: Path, change: Callable[[Path], None]) -> str:
@@ -210,6 +230,15 @@ def _infer(*audio: Callable[[Path], str], extra=(), model=None) -> Callable[[Pat
 
 def _ok_wav(w: Path) -> str:
     return wav(w / "a" / "x.wav")
+
+
+def _stream(*audio: Callable[[Path], str], extra=(), model=None) -> Callable[[Path], list[str]]:
+    """stream.py on ``audio`` with ``model`` (default: a small causal DOAnet .keras, TensorFlow)."""
+    def argv(w: Path) -> list[str]:
+        files = [make(w) for make in audio]
+        path = model(w) if model else doanet_keras(w / "causal.keras", causal=True)
+        return [*files, "--model", path, "--out", str(w / "out"), *extra]
+    return argv
 
 
 def _baseline(audio: Callable[[Path], str], extra=()) -> Callable[[Path], list[str]]:
@@ -403,6 +432,45 @@ FAULTS: list[Fault] = [
           _client(lambda w: truncated_wav(w / "cut.wav")), "cut.wav: truncated"),
     Fault("serving-stereo-wav", "serving_client", "a 2-channel wav", _client(lambda w: wav(w / "st.wav", channels=2)),
           "st.wav: 2 channels, expected 4"),
+    # stream.py (a causal .keras or a TFLite model; no streaming model is shipped)
+    Fault("stream-missing-wav", "stream", "an input that does not exist", _stream(lambda w: str(w / "nope.wav")),
+          "nope.wav: file not found", absent=("out",)),
+    Fault("stream-stereo-wav", "stream", "a 2-channel wav", _stream(lambda w: wav(w / "st.wav", channels=2)),
+          "st.wav: 2 channels, expected 4", absent=("out",)),
+    Fault("stream-short-wav", "stream", "a wav shorter than one 100 ms frame",
+          _stream(lambda w: wav(w / "short.wav", seconds=0.05)), "short.wav: shorter than one 100 ms frame",
+          absent=("out",)),
+    Fault("stream-truncated-wav", "stream", "a wav cut short", _stream(_ok_wav, lambda w: truncated_wav(w / "cut.wav")),
+          "cut.wav: truncated", absent=("out",)),
+    Fault("stream-whole-window-tflite", "stream", "a TFLite model that does not stream (the shipped one)",
+          _stream(_ok_wav, model=lambda w: shipped(*TFLITE)), "doanet_foa_fp32.tflite: not a streaming model",
+          absent=("out",)),
+    Fault("stream-folder-without-stream-model", "stream", "a model folder without a streaming .tflite",
+          _stream(_ok_wav, model=lambda w: shipped("doanet_foa", "tflite")), "tflite: no streaming model here",
+          absent=("out",)),
+    Fault("stream-incomplete-sidecar", "stream", "a .tflite whose sidecar says streaming and nothing more",
+          _stream(_ok_wav, model=lambda w: stream_sidecar_beside(w / "m", complete=False)),
+          "m.json: not a complete streaming sidecar (no 'feature_config'", absent=("out",)),
+    Fault("stream-sidecar-of-another-model", "stream", "a .tflite beside the streaming sidecar of another model",
+          _stream(_ok_wav, model=lambda w: stream_sidecar_beside(w / "m", complete=True)),
+          "m.tflite: the model does not match its sidecar (inputs features; m.json says features, state_gru0",
+          absent=("out",)),
+    Fault("stream-not-a-model", "stream", "a file that is no model kind stream.py takes",
+          _stream(_ok_wav, model=lambda w: junk(w / "m.onnx")), "m.onnx: not a streaming model", absent=("out",)),
+    Fault("stream-bidirectional", "stream", "a bidirectional (not causal) DOAnet",
+          _stream(_ok_wav, model=lambda w: doanet_keras(w / "bi.keras")), "bi.keras: not a causal DOAnet",
+          absent=("out",)),
+    Fault("stream-fuma-mic", "stream", "--channel-order fuma with a MIC model",
+          _stream(_ok_wav, extra=("--channel-order", "fuma"),
+                  model=lambda w: doanet_keras(w / "mic.keras", fmt="mic", causal=True)),
+          "mic.keras: --channel-order fuma applies to FOA models", absent=("out",)),
+    Fault("stream-seconds-without-device", "stream", "--seconds without --device",
+          _stream(_ok_wav, extra=("--seconds", "5"), model=lambda w: shipped(*TFLITE)),
+          "--seconds takes a positive number and needs --device", absent=("out",)),
+    Fault("stream-out-denied", "stream", "--out in a folder without write permission",
+          lambda w: [_ok_wav(w), "--model", doanet_keras(w / "causal.keras", causal=True), "--out",
+                     str(w / "ro" / "out")],
+          "ro/out: Permission denied", absent=("ro/out",), denied="ro"),
 ]
 
 
