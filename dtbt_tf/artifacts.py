@@ -37,7 +37,7 @@ TEST_METRICS = "test_metrics.json"
 EXPORT_DIR = "export"
 SIDECAR = "dtbt_tf.json"  # export sidecar inside <version>/assets.extra/
 LOCK_FILE = ".lock"
-SHIPPED_MODELS = ("hnet_n2", "hnet_n3", "doanet_foa", "doanet_mic")
+SHIPPED_MODELS = ("hnet_n2", "hnet_n3", "doanet_foa", "doanet_mic", "doanet_foa_stream")
 SHIPPED_DIR = Path(__file__).resolve().parent / "saved_models"  # package data (saved_models/ links here)
 
 
@@ -46,7 +46,7 @@ SHIPPED_DIR = Path(__file__).resolve().parent / "saved_models"  # package data (
 
 
 def shipped_model(name: str) -> str:
-    """Folder of a model shipped with the package (``hnet_n2``, ``hnet_n3``, ``doanet_foa``, ``doanet_mic``):
+    """Folder of a model shipped with the package (``artifacts.SHIPPED_MODELS``):
     package data, so it is found on editable and non-editable installs from any working directory."""
     path = SHIPPED_DIR / name
     if not path.is_dir():

@@ -30,9 +30,10 @@ def test_non_editable_install_finds_shipped_models_from_any_folder(tmp_path):
 
 def test_shipped_model_names_and_error():
     import dtbt_tf
+    from dtbt_tf.artifacts import SHIPPED_MODELS
     from dtbt_tf.config import ConfigError
 
-    for name in ("hnet_n2", "hnet_n3", "doanet_foa", "doanet_mic"):
+    for name in SHIPPED_MODELS:
         assert os.path.isdir(dtbt_tf.shipped_model(name))
     with pytest.raises(ConfigError, match="no shipped model 'nope'"):
         dtbt_tf.shipped_model("nope")

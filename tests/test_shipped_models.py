@@ -31,3 +31,22 @@ def test_shipped_doanet_signatures_and_tflite_agree(fmt, channels):
     assert np.max(np.abs(lite_act - sm_act)) < 0.15
     cos = np.sum(lite_doa * sm_doa, axis=-1)
     assert np.median(cos) > 0.98
+
+
+def test_shipped_streaming_model_steps_and_int8_follows_fp32():
+    """saved_models/doanet_foa_stream: fp32 and int8 streaming TFLite steps over the same 2 s of audio give unit
+    DOAs and int8 activities close to fp32's (the int8 tolerance of tests/test_streaming.py)."""
+    from dtbt_tf.streaming import StreamingLocalizer, TFLiteStep
+
+    root = SAVED / "doanet_foa_stream"
+    assert (root / "MODEL_CARD.md").is_file()
+    audio = 0.05 * np.random.default_rng(0).standard_normal((48000, 4)).astype(np.float32)
+    outs = {}
+    for variant in ("fp32", "int8"):
+        info = json.loads((root / f"doanet_foa_stream_{variant}.json").read_text())
+        assert info["doanet_config"]["causal"] is True
+        outs[variant] = StreamingLocalizer(TFLiteStep(str(root / f"doanet_foa_stream_{variant}.tflite"))).run(audio)
+    doa, act, _ = outs["fp32"]
+    assert doa.shape == (20, 2, 3) and act.shape == (20, 2)
+    np.testing.assert_allclose(np.linalg.norm(doa, axis=-1), 1.0, atol=1e-3)
+    assert np.max(np.abs(outs["int8"][1] - act)) < 0.05
