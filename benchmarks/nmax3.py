@@ -31,7 +31,7 @@ from dtbt_tf.config import (DoanetConfig, FeatureConfig, InferenceConfig, LossCo
 
 RESULTS = os.path.join(HERE, "results")
 SUBSETS = ("all", "ov1", "ov2", "ov3")
-COLUMNS = ("LE", "LR", "LP", "LF1", "MOTA", "IDS", "IDS_onsets")
+COLUMNS = ("LE", "LE_poly1", "LE_poly2", "LE_poly3", "LR", "LP", "LF1", "MOTA", "IDS", "IDS_onsets")
 
 
 def parse_args(argv=None):
@@ -96,18 +96,20 @@ def _scores(pred_dir: str, ref_dir: str, names: list[str]) -> dict:
         keep = [n for n in names if subset == "all" or parse_name(n + ".csv")[3] == int(subset[2:])]
         if keep:
             m = compute_metrics({n: pred[n] for n in keep}, {n: ref[n] for n in keep})
-            out[subset] = {"files": len(keep), **{k: m[k] for k in COLUMNS}}
+            out[subset] = {"files": len(keep), **{k: m.get(k) for k in COLUMNS}}
     return out
 
 
 def markdown(result: dict) -> str:
-    lines = ["| model | test scenes | files | LE (deg) | LR % | LP % | LF1 % | MOTA % | IDS | IDS_onsets | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | test scenes | files | LE (deg) | LE 1-src | LE 2-src | LE 3-src | LR % | LP % | LF1 % | MOTA % | IDS |"
+             " IDS_onsets | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key in [k for k in ("n3", "n2") if k in result]:
         row = result[key]
         for subset, m in row["scores"].items():
             pct = [f"{100 * m[k]:.1f}" for k in ("LR", "LP", "LF1", "MOTA")]
-            lines.append(f"| Nmax = {key[1]} | {subset} | {m['files']} | {m['LE']:.1f} | " + " | ".join(pct)
+            poly = ["-" if m.get(k) is None else f"{m[k]:.1f}" for k in ("LE_poly1", "LE_poly2", "LE_poly3")]
+            lines.append(f"| Nmax = {key[1]} | {subset} | {m['files']} | {m['LE']:.1f} | " + " | ".join(poly + pct)
                          + f" | {int(m['IDS'])} | {int(m['IDS_onsets'])} | {row['train_min']:.1f} |")
     return "\n".join(lines) + "\n"
 
