@@ -27,7 +27,7 @@ from dtbt_tf.artifacts import (RUN_CONFIG, SIDECAR, inference_config_from, load_
                                saved_model_version_dir, tflite_sidecar_path)
 from dtbt_tf.config import ConfigError, FeatureConfig, InferenceConfig, from_dict
 from dtbt_tf.data.dcase import DataError, Metadata, read_metadata, write_metadata
-from dtbt_tf.data.user_audio import CHANNEL_ORDERS, audio_info, iter_user_audio, resample_note
+from dtbt_tf.data.user_audio import CHANNEL_ORDERS, check_audio_files, iter_user_audio, resample_note
 from dtbt_tf.features import N_AUDIO_CHANNELS, features_numpy
 from dtbt_tf.plots import plot_tracks
 from dtbt_tf.tracks import track_ids
@@ -346,13 +346,7 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
     threshold = model.inference.threshold if threshold is None else threshold
-    infos = [audio_info(p) for p in audio_paths]
-    for p, info in zip(audio_paths, infos):
-        if info.channels != N_AUDIO_CHANNELS:
-            raise DataError(f"{p}: {info.channels} channel{'s' if info.channels != 1 else ''}, expected "
-                            f"{N_AUDIO_CHANNELS}")
-        if info.frames * cfg.sample_rate < cfg.hop_length * cfg.label_hop_frames * info.sample_rate:
-            raise DataError(f"{p}: shorter than one 100 ms frame ({info.frames} samples)")
+    infos = check_audio_files(audio_paths, cfg.hop_length * cfg.label_hop_frames, cfg.sample_rate)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for p, stem, info in zip(audio_paths, stems, infos):

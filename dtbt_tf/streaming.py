@@ -347,7 +347,7 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
     rate, resampled; channel_order 'fuma' for FuMa FOA); every input is checked before anything is written.
     Returns the written paths.
     """
-    from dtbt_tf.data.user_audio import CHANNEL_ORDERS, audio_info, iter_user_audio, resample_note
+    from dtbt_tf.data.user_audio import CHANNEL_ORDERS, check_audio_files, iter_user_audio, resample_note
     from dtbt_tf.inference import output_stems
 
     if not audio_paths:
@@ -359,13 +359,7 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
     cfg = localizer.cfg
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
-    infos = [audio_info(p) for p in audio_paths]
-    for p, info in zip(audio_paths, infos):
-        if info.channels != N_AUDIO_CHANNELS:
-            raise DataError(f"{p}: {info.channels} channel{'s' if info.channels != 1 else ''}, expected "
-                            f"{N_AUDIO_CHANNELS}")
-        if info.frames * cfg.sample_rate < localizer.frame_samples * info.sample_rate:
-            raise DataError(f"{p}: shorter than one 100 ms frame ({info.frames} samples)")
+    infos = check_audio_files(audio_paths, localizer.frame_samples, cfg.sample_rate)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for p, stem, info in zip(audio_paths, stems, infos):

@@ -75,6 +75,18 @@ def audio_info(path: str) -> AudioInfo:
     return info
 
 
+def check_audio_files(paths, frame_samples: int, sample_rate: int = SAMPLE_RATE) -> list[AudioInfo]:
+    """:func:`audio_info` of every file, checked before anything is written: 4 channels and at least one label
+    frame (``frame_samples`` at ``sample_rate``, after resampling); DataError naming the file otherwise."""
+    infos = [audio_info(p) for p in paths]
+    for p, info in zip(paths, infos):
+        if info.channels != N_CHANNELS:
+            raise DataError(f"{p}: {info.channels} channel{'s' if info.channels != 1 else ''}, expected {N_CHANNELS}")
+        if info.frames * sample_rate < frame_samples * info.sample_rate:
+            raise DataError(f"{p}: shorter than one 100 ms frame ({info.frames} samples)")
+    return infos
+
+
 def resample_note(info: AudioInfo, sample_rate: int = SAMPLE_RATE) -> str | None:
     """The one line a caller prints when the file is resampled, e.g. 'resampled 48000 -> 24000 Hz (soxr)'."""
     if info.sample_rate == sample_rate:
