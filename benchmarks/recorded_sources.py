@@ -37,9 +37,9 @@ renders; --format mic later adds the MIC audio to the same renders.
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 
@@ -313,16 +313,11 @@ def markdown(result: dict) -> str:
 
 
 def _machine() -> dict:
-    import numpy as np
-
-    info = {"date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-            "python": platform.python_version(), "numpy": np.__version__}
-    if "tensorflow" in sys.modules:
-        info["tensorflow"] = sys.modules["tensorflow"].__version__
-    if hasattr(os, "getloadavg"):
-        info["loadavg_1min"] = round(os.getloadavg()[0], 2)
-    return info
+    """benchmarks/run.py's machine information (imported by path: benchmarks/ is not a package)."""
+    spec = importlib.util.spec_from_file_location("benchmarks_run", os.path.join(HERE, "run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.machine_info()
 
 
 def _write(path: str, text: str) -> None:
