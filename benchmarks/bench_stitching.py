@@ -1,15 +1,19 @@
-"""Slot re-association across windows on a test split (dtbt_tf.windowing), with a shipped model.
+"""Track ids on a test split: slot re-association across windows (dtbt_tf.windowing) and the track-id rules
+(dtbt_tf.tracks), with a shipped model.
 
-For every test-fold recording (DCASE layout) the model's outputs are stitched twice by the code infer.py uses
+For every test-fold recording (DCASE layout) the model's outputs are stitched by the code infer.py uses
 (`dtbt_tf.inference.localize`): with the raw slot order of each window (``reassociate=False``, what infer.py did
-before slots were re-matched) and re-associated; both turned into tracks by `outputs_to_metadata` (track ids)
-and scored with `dtbt_tf.metrics.compute_metrics` (in memory, float directions: the CSVs of infer.py round to
-integer degrees, so `scripts/evaluate.py` on them differs by a few switches). A third and fourth row feed the same
-model's outputs with the two slots swapped in every odd window (a model with no slot order across windows, as
-the issue's other-simulator run showed) to check that re-association undoes such swaps. ``frames_reordered``:
-label frames whose slots the re-association put in another order than the window gave.
+before slots were re-matched) and re-associated; turned into tracks by `outputs_to_metadata` with the slot rule
+(``tracking="slots"``: the raw slots, the paper's protocol) or the continuity rule (the default: duplicates
+merged, tracks continued by direction, gaps of up to 5 frames bridged) and scored with
+`dtbt_tf.metrics.compute_metrics` (in memory, float directions: the CSVs of infer.py round to integer degrees, so
+`scripts/evaluate.py` on them differs by a few switches). Two more rows feed the same model's outputs with the
+two slots swapped in every odd window (a model with no slot order across windows, as the issue's
+other-simulator run showed) to check that re-association undoes such swaps. ``frames_reordered``: label frames
+whose slots the re-association put in another order than the window gave.
 
     python benchmarks/bench_stitching.py        # quick set test fold, shipped doanet_foa -> results/stitching.json
+    python benchmarks/bench_stitching.py --data data/synth_standard --json benchmarks/results/stitching_standard.json
     python benchmarks/bench_stitching.py --quick   # 3 files, printed only
 """
 from __future__ import annotations
@@ -46,6 +50,7 @@ def swapping(model):
 
 def run(quick: bool = False, data: str = os.path.join(REPO, "data", "synth_quick_seed0"),
         model_path: str = os.path.join(REPO, "saved_models", "doanet_foa"), split: str = "test") -> dict:
+    from dtbt_tf.config import InferenceConfig
     from dtbt_tf.data.dcase import discover, load_audio, read_metadata, split_recordings
     from dtbt_tf.inference import load_model, localize, outputs_to_metadata
     from dtbt_tf.metrics import compute_metrics, tracks_from_metadata
@@ -54,8 +59,11 @@ def run(quick: bool = False, data: str = os.path.join(REPO, "data", "synth_quick
     model = load_model(model_path)
     recs = [r for r in split_recordings(discover(data, model.feature_cfg.fmt), split, root=data) if r.metadata_path]
     recs = recs[:3] if quick else recs
-    variants = {"raw slots (before)": (False, False), "re-associated (after)": (False, True),
-                "odd windows swapped, raw slots": (True, False), "odd windows swapped, re-associated": (True, True)}
+    # name -> (odd windows swapped, slots re-associated across windows, track-id rule)
+    variants = {"raw slots (before)": (False, False, "slots"), "re-associated": (False, True, "slots"),
+                "re-associated + continuity (default)": (False, True, "continuity"),
+                "odd windows swapped, raw slots": (True, False, "slots"),
+                "odd windows swapped, re-associated": (True, True, "slots")}
     pred = {v: {} for v in variants}
     reordered = {v: 0 for v in variants}
     ref = {}
@@ -64,17 +72,18 @@ def run(quick: bool = False, data: str = os.path.join(REPO, "data", "synth_quick
     for rec in recs:
         audio = load_audio(rec.audio_path, model.feature_cfg.sample_rate)
         ref[rec.stem] = tracks_from_metadata(read_metadata(rec.metadata_path))
-        for name, (swap, reassociate) in variants.items():
+        for name, (swap, reassociate, tracking) in variants.items():
             m = swapping(model)[0] if swap else model
             doa, act = localize(audio, m, reassociate=reassociate)
-            if name == "re-associated (after)":
+            if name == "re-associated":
                 n_label += len(act)
                 window = model.window_frames // model.feature_cfg.label_hop_frames
                 n_boundaries += len(window_plan(len(act), window)) - 1
             if reassociate:
                 raw, _ = localize(audio, swapping(model)[0] if swap else model, reassociate=False)
                 reordered[name] += int(np.sum(np.any(np.abs(raw - doa) > 1e-6, axis=(1, 2))))
-            pred[name][rec.stem] = tracks_from_metadata(outputs_to_metadata(doa, act, model.inference.threshold))
+            inference = InferenceConfig(threshold=model.inference.threshold, tracking=tracking)
+            pred[name][rec.stem] = tracks_from_metadata(outputs_to_metadata(doa, act, inference))
     rows = []
     for name in variants:
         met = compute_metrics(pred[name], ref)
@@ -89,12 +98,15 @@ def run(quick: bool = False, data: str = os.path.join(REPO, "data", "synth_quick
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="3 files, printed only")
+    ap.add_argument("--data", default=os.path.join(REPO, "data", "synth_quick_seed0"), help="DCASE-layout root")
+    ap.add_argument("--model", default=os.path.join(REPO, "saved_models", "doanet_foa"), help="model to run")
+    ap.add_argument("--json", default=RESULTS, help="where the result goes; default %(default)s")
     args = ap.parse_args()
-    result = run(quick=args.quick)
+    result = run(quick=args.quick, data=args.data, model_path=args.model)
     text = json.dumps(result, indent=2)
     print(text)
     if not args.quick:
-        with open(RESULTS + ".tmp", "w") as f:
+        with open(args.json + ".tmp", "w") as f:
             f.write(text + "\n")
-        os.replace(RESULTS + ".tmp", RESULTS)
+        os.replace(args.json + ".tmp", args.json)
     sys.exit(0)

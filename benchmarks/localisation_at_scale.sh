@@ -1,7 +1,8 @@
 #!/bin/sh
 # Issue 16: polyphony-resolved reports of the shipped (standard-trained) models against the previous shipped models
 # (commit 37d0ab5, quick-trained) and the classical baseline, on the standard test fold and the ood set. Needs
-# data/synth_standard, data/synth_ood (README "Localisation at scale") and runs/{foa,mic}_full_standard. Resumable:
+# data/synth_standard, data/synth_ood (README "Localisation at scale") and runs/{foa,mic}_full_standard. Every DOAnet
+# is scored with both track-id rules (raw slots, the paper's protocol; continuity, the shipped default). Resumable:
 # finished baseline folders and report systems are reused. About 2 h of 2-core CPU, most of it the MIC baseline.
 set -e
 S=data/synth_standard; O=data/synth_ood
@@ -21,6 +22,6 @@ for fmt in foa mic; do
   python benchmarks/localisation_report.py --format $fmt --data standard=$S --data ood=$O \
     --model doanet_$fmt=runs/${fmt}_full_standard --model previous_doanet_$fmt=$prev \
     --pred standard:baseline_${fmt}_oracle=runs/baseline_synth_standard/${fmt}_oracle \
-    --pred ood:baseline_${fmt}_oracle=runs/baseline_synth_ood/${fmt}_oracle $extra \
+    --pred ood:baseline_${fmt}_oracle=runs/baseline_synth_ood/${fmt}_oracle $extra --tracking slots,continuity \
     --work runs/localisation_report --json benchmarks/results/localisation_$fmt.json
 done

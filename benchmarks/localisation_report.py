@@ -13,6 +13,8 @@ prints and saves a table of LE on all / 1-source / 2-source frames, LR, LF1, MOT
 Prediction folders are kept: a system whose folder under --work holds ``done.json`` (written when it
 finished) is scored again without being re-run, so an interrupted report resumes (--force re-runs all).
 --pred DATASET:NAME=DIR scores a prediction folder made elsewhere (e.g. by scripts/baseline.py) as NAME.
+--tracking slots,continuity runs every model with each track-id rule (dtbt_tf.tracks), as systems
+"NAME [rule]"; without it each model uses its own rule.
 
 Baseline modes: 'oracle' takes the number of sources per frame from the reference metadata (the fair LE
 comparison), 'detect' uses its detection threshold; --baseline-modes picks them (MIC NormMUSIC costs about
@@ -78,6 +80,9 @@ def main(argv=None) -> int:
     p.add_argument("--work", default="runs/localisation_report", help="prediction folders (default %(default)s)")
     p.add_argument("--pred", action="append", default=[], metavar="DATASET:NAME=DIR",
                    help="score an existing prediction folder of DATASET's test split as system NAME; repeatable")
+    p.add_argument("--tracking", default="", metavar="LIST",
+                   help="comma-separated track-id rules (slots, continuity) to run every model with; default: "
+                        "each model's own")
     p.add_argument("--force", action="store_true", help="re-run systems whose prediction folder is complete")
     p.add_argument("--json", help="write the table as JSON here")
     args = p.parse_args(argv)
@@ -95,14 +100,21 @@ def main(argv=None) -> int:
         if not os.path.isdir(path):
             raise SystemExit(f"error: --pred {path}: no such folder")
         given.setdefault(dname, []).append((sname, path))
+    from dtbt_tf.config import TRACKINGS
+
+    trackings = [t for t in args.tracking.split(",") if t] or [None]
+    if any(t not in TRACKINGS for t in trackings if t):
+        raise SystemExit(f"error: --tracking {args.tracking!r}: expected some of {', '.join(TRACKINGS)}")
     modes = [m for m in args.baseline_modes.split(",") if m] if args.baseline else []
     if any(m not in ("oracle", "detect") for m in modes):
         raise SystemExit(f"error: --baseline-modes {args.baseline_modes!r}: expected oracle and/or detect")
     rows = []
     for dname, root in datasets:
         files, ref = _test_files(root, args.fmt), os.path.join(root, "metadata_dev")
-        systems = [(name, lambda out, path=path: infer_files(files, path, out, log=lambda *a: None))
-                   for name, path in models]
+        systems = [(name if tracking is None else f"{name} [{tracking}]",
+                    lambda out, path=path, tracking=tracking: infer_files(files, path, out, tracking=tracking,
+                                                                          log=lambda *a: None))
+                   for name, path in models for tracking in trackings]
         systems += [(f"baseline {args.fmt} {mode}",
                      lambda out, mode=mode: run_baseline(files, out, BaselineConfig(fmt=args.fmt),
                                                          ref_dir=ref if mode == "oracle" else None,
@@ -113,14 +125,15 @@ def main(argv=None) -> int:
             if isinstance(run, str):
                 out, wall, how = run, None, f"given {run}"
             else:
-                out = os.path.join(args.work, dname, args.fmt, sname.replace(" ", "_"))
+                out = os.path.join(args.work, dname, args.fmt,
+                                   sname.replace(" [", "_").replace("]", "").replace(" ", "_"))
                 wall, how = _run_once(run, out, len(files), args.force)
             m = evaluate_folders(out, ref, split="test")
             row = {"dataset": dname, "system": sname, "files": len(files), "predictions": out,
                    "wall_s": None if wall is None else round(wall, 1),
                    **{k: (float(m[k]) if k in m else None) for k in KEYS}}
             rows.append(row)
-            print(f"{dname:10s} {sname:28s} LE {row['LE']:5.1f}  poly1 {row['LE_poly1']:5.1f}  "
+            print(f"{dname:10s} {sname:36s} LE {row['LE']:5.1f}  poly1 {row['LE_poly1']:5.1f}  "
                   f"poly2 {row['LE_poly2'] if row['LE_poly2'] is not None else float('nan'):5.1f}  "
                   f"LR {100 * row['LR']:5.1f}  LF1 {100 * row['LF1']:5.1f}  MOTA {100 * row['MOTA']:5.1f}  "
                   f"IDS {row['IDS']:.0f}  ({how})", flush=True)

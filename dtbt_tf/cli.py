@@ -11,7 +11,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from dtbt_tf.config import FORMATS, ConfigError
+from dtbt_tf.config import FORMATS, TRACKINGS, ConfigError, InferenceConfig
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
@@ -112,6 +112,15 @@ def add_format(p: argparse.ArgumentParser, default: str | None = "foa", both: bo
     p.add_argument("--format", dest="fmt", choices=choices, default=default,
                    help=f"audio format: foa (first-order Ambisonics) or mic (tetrahedral array)"
                         f"{', or both' if both else ''}{help_extra}; default {default}")
+
+
+def add_tracking(p: argparse.ArgumentParser, what: str = "default: the model's own") -> None:
+    """``--tracking continuity|slots``: the track-id rule of :mod:`dtbt_tf.tracks` (InferenceConfig.tracking)."""
+    p.add_argument("--tracking", choices=TRACKINGS, default=None,
+                   help="track-id rule: continuity (merge slots on one source, continue tracks by direction across "
+                        "slots, bridge gaps of up to "
+                        f"{InferenceConfig().bridge_frames} frames offline) or slots (the raw regressor slots, the "
+                        f"paper's protocol); {what}")
 
 
 def add_threads(p: argparse.ArgumentParser) -> None:

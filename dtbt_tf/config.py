@@ -294,22 +294,42 @@ class TrainSettings:
         return cls(**base)
 
 
+TRACKINGS = ("slots", "continuity")  # track-id rules of dtbt_tf.tracks
+
+
 @dataclass(frozen=True)
 class InferenceConfig:
-    """How a model's outputs become detections: a slot counts in a frame when its activity > ``threshold``;
-    ``use_activity`` False (models trained without the activity loss: mse, dmotp) counts every slot in every
-    frame (LR = 100 %, as in the paper). Travels with every export; inference reads it from there."""
+    """How a model's outputs become detections and tracks: a slot counts in a frame when its activity >
+    ``threshold``; ``use_activity`` False (models trained without the activity loss: mse, dmotp) counts every slot
+    in every frame (LR = 100 %, as in the paper). ``tracking``: the track-id rule of :mod:`dtbt_tf.tracks`,
+    "continuity" (merge slots closer than ``merge_deg``, continue tracks within ``gate_deg``, bridge gaps of up
+    to ``bridge_frames`` label frames offline) or "slots" (the paper's protocol: raw slots, what models exported
+    before the field existed keep). Travels with every export; inference reads it from there."""
 
     threshold: float = 0.5
     use_activity: bool = True
+    tracking: str = "continuity"
+    merge_deg: float = 20.0
+    gate_deg: float = 60.0
+    bridge_frames: int = 5
+
+    SAVED_BEFORE: ClassVar[dict] = {"tracking": "slots"}
 
     def __post_init__(self):
         if not 0.0 < self.threshold < 1.0:
             raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.tracking not in TRACKINGS:
+            raise ConfigError(f"unknown tracking {self.tracking!r}; expected one of {TRACKINGS}")
+        if not 0.0 <= self.merge_deg < 180.0:
+            raise ConfigError(f"merge_deg must be in [0, 180) degrees (0 = no merging), got {self.merge_deg}")
+        if not 0.0 < self.gate_deg <= 90.0:
+            raise ConfigError(f"gate_deg must be in (0, 90] degrees, got {self.gate_deg}")
+        if isinstance(self.bridge_frames, bool) or not isinstance(self.bridge_frames, int) or self.bridge_frames < 0:
+            raise ConfigError(f"bridge_frames must be an integer >= 0, got {self.bridge_frames!r}")
 
     @classmethod
-    def for_loss(cls, loss: "LossConfig", threshold: float = 0.5) -> "InferenceConfig":
-        return cls(threshold=threshold, use_activity=loss.uses_activity)
+    def for_loss(cls, loss: "LossConfig", threshold: float = 0.5, **tracking) -> "InferenceConfig":
+        return cls(threshold=threshold, use_activity=loss.uses_activity, **tracking)
 
 
 @dataclass(frozen=True)

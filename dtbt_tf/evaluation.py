@@ -6,6 +6,7 @@ quantisation report of exported TFLite variants.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -65,7 +66,7 @@ def evaluate_split(model, data_dir: str, split: str, window: int, inference: Inf
         if not np.all(np.isfinite(feats)):
             raise DataError(f"{data_dir}: recording {name} ({split}) has NaN or Inf features")
         doa, act = predict_features(model, feats, window, predict)
-        meta = outputs_to_metadata(doa, act if inference.use_activity else np.ones_like(act), inference.threshold)
+        meta = outputs_to_metadata(doa, act, inference)
         pred[name] = tracks_from_metadata(meta)
         ref[name] = tracks_from_labels(labels["doa"], labels["active"], labels["track_id"])
         if not first:
@@ -125,8 +126,9 @@ def quantization_report(tflite_paths: dict, data_root: str, split: str = "test",
         refs[rec.stem] = tracks_from_metadata(read_metadata(rec.metadata_path))
         for name, model in models.items():
             doa, act = localize(audio, model, features=feats)
-            preds[name][rec.stem] = tracks_from_metadata(outputs_to_metadata(
-                doa, act, model.inference.threshold if threshold is None else threshold))
+            inference = model.inference if threshold is None else dataclasses.replace(model.inference,
+                                                                                      threshold=threshold)
+            preds[name][rec.stem] = tracks_from_metadata(outputs_to_metadata(doa, act, inference))
     metrics = {name: compute_metrics(p, refs) for name, p in preds.items()}
     delta = {name: {k: float(m[k] - metrics[baseline][k]) for k in ("LE", "LR", "LP", "LF1", "MOTA")}
              for name, m in metrics.items() if name != baseline}

@@ -33,6 +33,7 @@ and ``state_<name>`` for each state, outputs ``doa`` (1, 1, Nmax, 3), ``activity
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import shutil
@@ -74,10 +75,11 @@ def _configs_for(model: keras.Model, feature_cfg: FeatureConfig | None, doanet_c
 
 
 def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
-                  doanet_cfg: DoanetConfig | None = None, inference_cfg: InferenceConfig | None = None):
+                  doanet_cfg: DoanetConfig | None = None, inference_cfg: InferenceConfig | None = None,
+                  tracking: str | None = None):
     """(model, feature_cfg, doanet_cfg, inference_cfg) from a training run folder, a DOAnet ``.keras`` file or a
     keras.Model (configs from the arguments, else from the run config, else from the model's shapes; a bare
-    model's inference config is the default: threshold 0.5, activity used)."""
+    model's inference config is the default: threshold 0.5, activity used); ``tracking`` replaces its rule."""
     if isinstance(run_dir_or_model, (str, os.PathLike)):
         path = os.fspath(run_dir_or_model)
         if path.endswith(".keras"):
@@ -93,7 +95,10 @@ def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
     else:
         model = run_dir_or_model
     feature_cfg, doanet_cfg = _configs_for(model, feature_cfg, doanet_cfg)
-    return model, feature_cfg, doanet_cfg, inference_cfg or InferenceConfig()
+    inference_cfg = inference_cfg or InferenceConfig()
+    if tracking is not None:
+        inference_cfg = dataclasses.replace(inference_cfg, tracking=tracking)
+    return model, feature_cfg, doanet_cfg, inference_cfg
 
 
 def _origin(run_dir_or_model) -> dict:
@@ -295,16 +300,17 @@ def export_streaming_tflite(run_dir_or_model, out_path: str, quantization: str =
 
 
 def export_streaming(model_path: str, out_dir: str, variants: str | Sequence[str] = STREAM_VARIANTS,
-                     overwrite: bool = False, log=None) -> list[str]:
+                     overwrite: bool = False, log=None, tracking: str | None = None) -> list[str]:
     """What ``scripts/export.py --stream`` does: ``<out_dir>/doanet_<fmt>_stream_<variant>.tflite`` (+ sidecars)
     for a causal training run folder or ``.keras`` file. Everything is checked before anything is written; the
-    folder is locked for the job. Returns the written paths."""
+    folder is locked for the job. tracking: replaces the run's track-id rule in the sidecars. Returns the
+    written paths."""
     variants = [v.strip() for v in (variants.split(",") if isinstance(variants, str) else variants) if v.strip()]
     unknown = [v for v in variants if v not in STREAM_VARIANTS]
     if unknown or not variants:
         raise ConfigError(f"unknown streaming variant {unknown[0]!r}; expected some of {STREAM_VARIANTS}" if unknown
                           else f"no streaming variant given; expected some of {STREAM_VARIANTS}")
-    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(model_path)
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(model_path, tracking=tracking)
     step_state_specs(model)
     check_streamable(feature_cfg)
     targets = {v: os.path.join(out_dir, streaming_tflite_name(feature_cfg.fmt, v)) for v in variants}
@@ -327,13 +333,13 @@ def check_window(window_frames: int, feature_cfg: FeatureConfig) -> None:
 
 def export_all(model_path: str, out_dir: str, version: int = 1, tflite: str | Sequence[str] = (),
                window_frames: int = WINDOW_FRAMES, saved_model: bool = True, overwrite: bool = False,
-               log=None) -> list[str]:
+               log=None, tracking: str | None = None) -> list[str]:
     """What ``scripts/export.py`` does: the SavedModel ``<out_dir>/<version>/`` and the TFLite variants
     ``<out_dir>/tflite/doanet_<fmt>_<variant>.tflite`` (variants: fp32, int8, fp16, audio = fp32 audio-in).
 
     Every input and target is checked (model, names, window, existing files) before anything is written; the
     folder is locked for the job (:class:`dtbt_tf.artifacts.FolderLock`) and what a killed export left there is
-    removed first. Returns the written paths.
+    removed first. tracking: replaces the run's track-id rule in the sidecars. Returns the written paths.
     """
     variants = [v.strip() for v in (tflite.split(",") if isinstance(tflite, str) else tflite) if v.strip()]
     unknown = [v for v in variants if v not in QUANTIZATIONS + ("audio",)]
@@ -343,7 +349,7 @@ def export_all(model_path: str, out_dir: str, version: int = 1, tflite: str | Se
         raise ConfigError("nothing to export (no SavedModel and no TFLite variant)")
     if int(version) < 1:
         raise ConfigError(f"version must be a positive integer, got {version}")
-    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(model_path)
+    model, feature_cfg, doanet_cfg, inference_cfg = resolve_model(model_path, tracking=tracking)
     if variants:
         check_window(window_frames, feature_cfg)
     targets = {v: os.path.join(out_dir, "tflite", f"doanet_{feature_cfg.fmt}_{v}.tflite") for v in variants}

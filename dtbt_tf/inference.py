@@ -13,7 +13,8 @@ Files are read in blocks (:func:`dtbt_tf.data.user_audio.iter_user_audio`, 60 s 
 by the block whatever the file's length, and the result equals :func:`localize` of the whole file (the features
 of the whole file at once, then :func:`dtbt_tf.windowing.run_windows`) up to float rounding. Slots are
 re-associated across windows (:mod:`dtbt_tf.windowing`) and the CSV's track column is a track id
-(:func:`dtbt_tf.tracks.track_ids`: a new id each time a slot starts a track).
+(:mod:`dtbt_tf.tracks`, the model's ``InferenceConfig.tracking`` rule: by default duplicate slots merged,
+tracks continued across slots by direction and short gaps bridged; a new id each time a track starts).
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from dtbt_tf.data.dcase import DataError, Metadata, read_metadata, write_metadat
 from dtbt_tf.data.user_audio import CHANNEL_ORDERS, check_audio_files, iter_user_audio, resample_note
 from dtbt_tf.features import N_AUDIO_CHANNELS, features_numpy
 from dtbt_tf.plots import plot_tracks
-from dtbt_tf.tracks import track_ids
+from dtbt_tf.tracks import bridge_gaps, track_ids
 from dtbt_tf.windowing import WindowStream, run_windows
 
 WINDOW_FRAMES = 250  # feature frames per model window (5 s), = FeatureConfig.seq_frames
@@ -289,15 +290,27 @@ def localize_blocks(blocks: Iterable[np.ndarray], model: LoadedModel, reassociat
     return stream.finish(n // label)
 
 
-def outputs_to_metadata(doa: np.ndarray, activity: np.ndarray, threshold: float = 0.5) -> Metadata:
-    """Rows for every (label frame, slot) with activity > threshold: class 0, track = the track id of
-    :func:`dtbt_tf.tracks.track_ids` (a new id each time a slot starts a track; ids count from 0 in order of
-    onset). The one conversion of stitched outputs to tracks: infer.py, the split evaluation, training plots."""
-    active = np.asarray(activity) > threshold
-    ids = track_ids(active)
-    frame, slot = np.nonzero(active)
-    vec = np.asarray(doa, np.float64)[frame, slot].reshape(-1, 3)
-    return Metadata(frame.astype(np.int64), np.zeros(frame.size, np.int64), ids[frame, slot], vec)
+def overrides(**given) -> dict:
+    """The given (not None) of a user's InferenceConfig overrides (threshold=..., tracking=...)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def outputs_to_metadata(doa: np.ndarray, activity: np.ndarray, inference: InferenceConfig | None = None) -> Metadata:
+    """Stitched outputs of one file -> DCASE rows (class 0) of ``inference``'s detections and tracks: a slot
+    is a detection where activity > threshold (every slot in every frame when the activity head is not used),
+    track ids by :func:`dtbt_tf.tracks.track_ids` with the config's rule, and with the continuity rule the gaps
+    of up to ``bridge_frames`` frames inside a track filled (:func:`dtbt_tf.tracks.bridge_gaps`). The one
+    conversion of stitched outputs to tracks: infer.py, the split evaluation, training plots."""
+    inference = inference or InferenceConfig()
+    doa = np.asarray(doa, np.float64)
+    activity = np.asarray(activity)
+    active = activity > inference.threshold if inference.use_activity else np.ones(activity.shape, bool)
+    ids = track_ids(active, doa, activity, inference)
+    frame, slot = np.nonzero(ids >= 0)
+    frame, track, vec = frame.astype(np.int64), ids[frame, slot], doa[frame, slot].reshape(-1, 3)
+    if inference.tracking == "continuity":
+        frame, track, vec = bridge_gaps(frame, track, vec, inference.bridge_frames)
+    return Metadata(frame, np.zeros(frame.size, np.int64), track, vec)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -319,12 +332,14 @@ def output_stems(audio_paths: Sequence[str]) -> list[str]:
 
 def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot: bool = False,
                 ref_dir: str | None = None, threshold: float | None = None, num_threads: int | None = None,
-                channel_order: str = "acn", log=print, block_seconds: float = BLOCK_SECONDS) -> list[str]:
+                channel_order: str = "acn", log=print, block_seconds: float = BLOCK_SECONDS,
+                tracking: str | None = None) -> list[str]:
     """Localise each audio file and write ``<out_dir>/<stem>.csv`` (DCASE rows: frame, 0, track id, azimuth,
     elevation) and, with ``plot``, ``<stem>.png`` (with ``<ref_dir>/<stem>.csv`` overlaid when it exists).
 
     Files: wav/flac/ogg, 4 channels, any sample rate (resampled to the model's, said in one line);
-    channel_order 'fuma' converts FuMa FOA to ACN/SN3D. threshold: None = the model's own. Every input is
+    channel_order 'fuma' converts FuMa FOA to ACN/SN3D. threshold, tracking (the track-id rule, "continuity" or
+    "slots"): None = the model's own. Every input is
     checked before anything is written; each output is written to a temporary name and renamed. Files are read
     and localised ``block_seconds`` of audio at a time (:func:`localize_blocks`: memory bounded by the block,
     result equal to the whole file at once). Returns the written paths. Raises DataError / ConfigError on bad
@@ -334,8 +349,8 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
         raise DataError("no audio files given")
     if channel_order not in CHANNEL_ORDERS:
         raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
-    if threshold is not None:
-        InferenceConfig(threshold=threshold)  # validates
+    if threshold is not None or tracking is not None:
+        InferenceConfig(**overrides(threshold=threshold, tracking=tracking))  # validates
     if not block_seconds > 0:
         raise ConfigError(f"block length {block_seconds} s: expected a positive number of seconds")
     if ref_dir is not None and not os.path.isdir(ref_dir):
@@ -345,7 +360,7 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
     cfg = model.feature_cfg
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
-    threshold = model.inference.threshold if threshold is None else threshold
+    inference = dataclasses.replace(model.inference, **overrides(threshold=threshold, tracking=tracking))
     infos = check_audio_files(audio_paths, cfg.hop_length * cfg.label_hop_frames, cfg.sample_rate)
     os.makedirs(out_dir, exist_ok=True)
     written = []
@@ -355,7 +370,7 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
             log(f"{p}: {note}")
         blocks = iter_user_audio(p, cfg.fmt, channel_order, block_seconds, cfg.sample_rate)
         doa, act = localize_blocks(blocks, model)
-        meta = outputs_to_metadata(doa, act, threshold)
+        meta = outputs_to_metadata(doa, act, inference)
         csv_path = os.path.join(out_dir, stem + ".csv")
         write_metadata(csv_path, meta)
         written.append(csv_path)

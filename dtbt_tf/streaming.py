@@ -20,8 +20,10 @@ after it (no lookahead): 100 ms counted from the frame's first sample, 0 ms afte
 Over a whole file the outputs equal the causal Keras model run on the features of the whole file (tested
 within 1e-4 for the Keras step and an fp32 TFLite step, 0.05 for int8: tests/test_streaming.py).
 
-Track ids: :class:`dtbt_tf.tracks.TrackCounter`, the package's one rule: a slot active in consecutive frames
-keeps its id, a slot that turns on gets a new one.
+Track ids: the tracker of the model's ``InferenceConfig.tracking`` (:func:`dtbt_tf.tracks.make_tracker`), the
+same rule and the same ids as offline inference, frame by frame: with the continuity rule duplicate slots are
+merged and tracks continued by direction; the offline bridging of short gaps needs later frames and is not done
+live (a bridged gap is absent from the stream's rows, its track id is the same).
 
 Models (:func:`load_streaming_model`): a streaming ``.tflite`` file (:func:`dtbt_tf.export.export_streaming`;
 runs in ``ai_edge_litert``, TensorFlow is never imported), a folder holding them
@@ -44,7 +46,7 @@ from dtbt_tf.config import ConfigError, FeatureConfig, InferenceConfig, from_dic
 from dtbt_tf.data.dcase import DataError, Metadata, write_metadata
 from dtbt_tf.features import N_AUDIO_CHANNELS, features_numpy
 from dtbt_tf.geometry import unit_to_polar
-from dtbt_tf.tracks import TrackCounter
+from dtbt_tf.tracks import make_tracker
 
 STREAM_VARIANTS = ("fp32", "int8")  # quantisations of the streaming TFLite model
 
@@ -205,8 +207,9 @@ def load_streaming_model(path: str, num_threads: int | None = None):
 @dataclasses.dataclass
 class StreamFrame:
     """One label frame's answer: index (label frame, from 0), start (its first sample, in seconds), doa (N, 3) unit
-    vectors, activity (N,) probabilities, active (N,) bool (activity > threshold, or every slot for models
-    without an activity head) and track (N,) int64 ids (-1 where inactive)."""
+    vectors, activity (N,) probabilities, active (N,) bool (the slot is a detection: activity > threshold, or
+    every slot for models without an activity head, and not merged into another slot by the tracker) and track
+    (N,) int64 ids (-1 where not active)."""
 
     index: int
     start: float
@@ -219,19 +222,20 @@ class StreamFrame:
 class StreamingLocalizer:
     """Stateful streaming localisation (module docstring): ``push(chunk (2400, 4)) -> StreamFrame``.
 
-    step: a step runner (:func:`load_streaming_model`); threshold: activity threshold (None = the model's own).
+    step: a step runner (:func:`load_streaming_model`); threshold, tracking: activity threshold and track-id
+    rule (None = the model's own).
     :meth:`feed` takes blocks of any length and returns the frames they complete; :meth:`reset` starts a new
     stream (zero states, new track ids from 0).
     """
 
-    def __init__(self, step, threshold: float | None = None):
+    def __init__(self, step, threshold: float | None = None, tracking: str | None = None):
         self.step = step
         self.cfg = step.feature_cfg
         check_streamable(self.cfg)
-        if threshold is not None:
-            InferenceConfig(threshold=threshold)  # validates
-        self.threshold = step.inference.threshold if threshold is None else float(threshold)
-        self.use_activity = step.inference.use_activity
+        given = {k: v for k, v in (("threshold", threshold), ("tracking", tracking)) if v is not None}
+        self.inference = dataclasses.replace(step.inference, **given)  # validates
+        self.threshold = self.inference.threshold
+        self.use_activity = self.inference.use_activity
         self.frame_samples = step_samples(self.cfg)
         self.n_max = step.n_max
         self.reset()
@@ -240,7 +244,7 @@ class StreamingLocalizer:
         self._past = np.zeros((self.cfg.hop_length, N_AUDIO_CHANNELS), np.float32)
         self._pending = np.zeros((0, N_AUDIO_CHANNELS), np.float32)
         self._states = self.step.initial_states()
-        self._tracks = TrackCounter(self.n_max)
+        self._tracks = make_tracker(self.inference, self.n_max)
         self.frames = 0
 
     def push(self, chunk: np.ndarray) -> StreamFrame:
@@ -254,9 +258,10 @@ class StreamingLocalizer:
         self._past = buffer[-self.cfg.hop_length:]
         doa, activity, self._states = self.step(features, self._states)
         activity = np.asarray(activity, np.float32)
+        doa = np.asarray(doa, np.float32)
         active = activity > self.threshold if self.use_activity else np.ones(self.n_max, bool)
-        frame = StreamFrame(self.frames, self.frames * self.cfg.label_hop_seconds, np.asarray(doa, np.float32),
-                            activity, active, self._tracks.update(active))
+        track = self._tracks.update(active, doa, activity)
+        frame = StreamFrame(self.frames, self.frames * self.cfg.label_hop_seconds, doa, activity, track >= 0, track)
         self.frames += 1
         return frame
 
@@ -339,10 +344,11 @@ def _paced(blocks: Iterable[np.ndarray], sample_seconds: float, realtime: bool) 
 
 def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, realtime: bool = False,
                  threshold: float | None = None, num_threads: int | None = None, channel_order: str = "acn",
-                 log: Callable[[str], None] = print, show: Callable[[str], None] | None = None) -> list[str]:
+                 log: Callable[[str], None] = print, show: Callable[[str], None] | None = None,
+                 tracking: str | None = None) -> list[str]:
     """Feed each file to a :class:`StreamingLocalizer` 100 ms at a time and write ``<out_dir>/<stem>.csv``, the
-    DCASE rows of ``scripts/infer.py`` (frame, class 0, track id, azimuth, elevation; track ids by
-    :class:`~dtbt_tf.tracks.TrackCounter`). realtime: release the audio at the pace of the clock; show: called
+    DCASE rows of ``scripts/infer.py`` (frame, class 0, track id, azimuth, elevation; track ids by the
+    model's tracking rule or ``tracking``, without the offline gap bridging). realtime: release the audio at the pace of the clock; show: called
     with a line for each track that starts or ends. Files as in :func:`dtbt_tf.inference.infer_files` (any
     rate, resampled; channel_order 'fuma' for FuMa FOA); every input is checked before anything is written.
     Returns the written paths.
@@ -355,7 +361,7 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
     if channel_order not in CHANNEL_ORDERS:
         raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
     stems = output_stems(audio_paths)
-    localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold)
+    localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold, tracking)
     cfg = localizer.cfg
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
@@ -385,7 +391,8 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
 
 def stream_device(device, model_path: str, out_dir: str, seconds: float | None = None,
                   threshold: float | None = None, num_threads: int | None = None, channel_order: str = "acn",
-                  log: Callable[[str], None] = print, show: Callable[[str], None] | None = print) -> list[str]:
+                  log: Callable[[str], None] = print, show: Callable[[str], None] | None = print,
+                  tracking: str | None = None) -> list[str]:
     """Localise a sound card's 4-channel input live (``sounddevice``) until ``seconds`` have passed or Ctrl-C,
     showing tracks as they start and end, then write ``<out_dir>/live_<YYYYmmdd-HHMMSS>.csv``. ConfigError when
     ``sounddevice`` is not installed or the device cannot record 4 channels at the model's rate."""
@@ -399,7 +406,7 @@ def stream_device(device, model_path: str, out_dir: str, seconds: float | None =
                           f"apt-get install libportaudio2") from None
     from dtbt_tf.data.user_audio import fuma_to_acn
 
-    localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold)
+    localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold, tracking)
     cfg = localizer.cfg
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, f"live_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.csv")

@@ -172,7 +172,7 @@ def build_trainer(cfg: RunConfig, strategy, hnet: keras.Model | None, mean: np.n
 
 
 def _tracks_png(path: str, name: str, doa, act, labels, inference, title: str) -> None:
-    meta = outputs_to_metadata(doa, act if inference.use_activity else np.ones_like(act), inference.threshold)
+    meta = outputs_to_metadata(doa, act, inference)
     plot_tracks(meta, path, ref=labels_to_metadata(labels), title=f"{name}: {title}", n_frames=len(act))
 
 

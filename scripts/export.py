@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     p.add_argument("--no-saved-model", action="store_true", help="write only the TFLite files")
     p.add_argument("--stream", action="store_true",
                    help="streaming TFLite of a causal DOAnet (variants fp32, int8; default both), no SavedModel")
+    cli.add_tracking(p, "saved in the sidecars; default: the run's own")
     args = p.parse_args(argv)
 
     def run():
@@ -36,14 +37,15 @@ def main(argv=None) -> int:
         if args.stream:
             from dtbt_tf.export import export_streaming
 
-            for path in export_streaming(args.model, args.out, args.tflite or "fp32,int8", overwrite=args.overwrite):
+            for path in export_streaming(args.model, args.out, args.tflite or "fp32,int8", overwrite=args.overwrite,
+                                         tracking=args.tracking):
                 print(path)
             return
         from dtbt_tf.export import export_all
 
         for path in export_all(args.model, args.out, version=args.version, tflite=args.tflite,
                                window_frames=args.window, saved_model=not args.no_saved_model,
-                               overwrite=args.overwrite):
+                               overwrite=args.overwrite, tracking=args.tracking):
             print(path)
 
     return cli.run(run)

@@ -31,7 +31,7 @@ def main(argv=None) -> int:
         "activities) so a source keeps its slot. Files are read and processed in blocks (--block-seconds), so "
         "memory stays bounded for files of any length. Writes OUT/<name>.csv with rows "
         "frame,class,track,azimuth,elevation (100 ms frames, class 0, track = a track id: a new one each time a "
-        "slot starts a track; integer degrees) for every slot whose activity exceeds the threshold, and with "
+        "track starts, by the --tracking rule; integer degrees) for every detection, and with "
         "--plot OUT/<name>.png. A .tflite model runs without TensorFlow (ai_edge_litert + NumPy features).")
     p.add_argument("audio", nargs="+", metavar="AUDIO", help="audio files (4 channels)")
     p.add_argument("--model", required=True, metavar="PATH",
@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--ref", metavar="DIR", help="metadata folder: overlay OUT's plot with DIR/<name>.csv if present")
     p.add_argument("--threshold", type=cli.probability, default=None,
                    help="activity threshold of a slot; default: the model's own (saved at training)")
+    cli.add_tracking(p)
     p.add_argument("--block-seconds", type=_seconds, default=60.0, metavar="S",
                    help="audio read and processed at a time (same result for any value; memory grows with it); "
                         "default %(default)s")
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
 
         log = lambda msg: print(msg, file=sys.stderr)
         for path in infer_files(args.audio, args.model, args.out, plot=args.plot, ref_dir=args.ref,
-                                threshold=args.threshold, num_threads=args.threads,
+                                threshold=args.threshold, tracking=args.tracking, num_threads=args.threads,
                                 channel_order=args.channel_order, log=log, block_seconds=args.block_seconds):
             print(path)
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from dtbt_tf import cli
-from dtbt_tf.config import InferenceConfig
+from dtbt_tf.config import TRACKINGS, InferenceConfig
 
 PORTS = {"rest": 8501, "grpc": 8500}
 
@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--out", metavar="CSV", help="write the tracks here (default: print a summary only)")
     p.add_argument("--threshold", type=cli.probability, default=InferenceConfig().threshold,
                    help="activity threshold (the server returns raw activities); default %(default)s")
+    p.add_argument("--tracking", choices=TRACKINGS, default=InferenceConfig().tracking,
+                   help="track-id rule (dtbt_tf.tracks): continuity (merge duplicates, continue by direction, bridge "
+                        "short gaps) or slots (the raw slots, the paper's protocol); default %(default)s")
     p.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds; default %(default)s")
     p.add_argument("--dry-run", action="store_true",
                    help="print the request (REST: URL line then the JSON body, usable as curl -d @file) and exit")
@@ -67,7 +70,7 @@ def main(argv=None) -> int:
             return
         predict = rest_predict if args.protocol == "rest" else grpc_predict
         doa, act = predict(audio, args.model_name, args.host, port, args.signature, args.timeout)
-        meta = outputs_to_metadata(doa, act, args.threshold)
+        meta = outputs_to_metadata(doa, act, InferenceConfig(threshold=args.threshold, tracking=args.tracking))
         print(f"{args.audio}: {len(act)} frames, {meta.frame.size} active (frame, slot) rows")
         if args.out:
             write_metadata(args.out, meta)

@@ -32,7 +32,7 @@ FIELDS = {
     "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "schedule": "train.schedule",
     "seq_hop": "train.seq_hop", "seed": "train.seed", "strategy": "train.strategy",
     "mixed_precision": "train.mixed_precision", "jit_compile": "train.jit_compile", "preset": "train.preset",
-    "threshold": "inference.threshold",
+    "threshold": "inference.threshold", "tracking": "inference.tracking",
 }
 
 
@@ -94,6 +94,7 @@ def parse_args(argv=None):
     p.add_argument("--mixed-precision", action="store_const", const=True, default=None, help="mixed_float16 (GPU)")
     p.add_argument("--jit-compile", action="store_const", const=True, default=None,
                    help="XLA-compile the training step (measured slower on CPU)")
+    cli.add_tracking(p, f"saved with the model; default {InferenceConfig().tracking}")
     cli.add_threads(p)
     cli.add_progress(p)
     p.add_argument("--out", default=None, help="run folder; default runs/<format>_<loss>_<time>-<pid>")

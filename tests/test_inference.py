@@ -15,6 +15,8 @@ from dtbt_tf.inference import LoadedModel, load_model, localize, outputs_to_meta
 from dtbt_tf.plots import plot_tracks
 from dtbt_tf.windowing import window_plan
 
+SLOTS = InferenceConfig(tracking="slots")
+
 
 @pytest.mark.parametrize("n_label", [1, 10, 49, 50, 51, 75, 600, 613])
 def test_window_plan_covers_each_frame_once(n_label):
@@ -61,10 +63,10 @@ def test_outputs_to_metadata_thresholds_slots():
     doa = np.zeros((3, 2, 3), np.float32)
     doa[..., 0] = 1.0
     act = np.array([[0.9, 0.2], [0.6, 0.7], [0.1, 0.4]], np.float32)
-    meta = outputs_to_metadata(doa, act, 0.5)
+    meta = outputs_to_metadata(doa, act, SLOTS)
     assert list(zip(meta.frame, meta.track)) == [(0, 0), (1, 0), (1, 1)]
     assert np.all(meta.cls == 0)
-    assert outputs_to_metadata(doa, act, 0.8).frame.tolist() == [0]
+    assert outputs_to_metadata(doa, act, InferenceConfig(threshold=0.8, tracking="slots")).frame.tolist() == [0]
 
 
 def test_outputs_to_metadata_track_column_is_a_track_id():
@@ -72,7 +74,7 @@ def test_outputs_to_metadata_track_column_is_a_track_id():
     doa = np.zeros((5, 2, 3), np.float32)
     doa[..., 2] = 1.0
     act = np.array([[0.9, 0.1], [0.1, 0.8], [0.9, 0.8], [0.9, 0.1], [0.9, 0.9]], np.float32)
-    meta = outputs_to_metadata(doa, act, 0.5)
+    meta = outputs_to_metadata(doa, act, SLOTS)
     assert list(zip(meta.frame.tolist(), meta.track.tolist())) == [(0, 0), (1, 1), (2, 2), (2, 1), (3, 2),
                                                                    (4, 2), (4, 3)]
 

@@ -45,6 +45,22 @@ def test_bad_arguments_are_one_line_errors(dataset, tmp_path):
     for args, needle in ([["--data", "nameless"], "expected NAME=PATH"],
                          [["--data", f"t={tmp_path}"], "no foa_dev/fold1_*.wav"],
                          [["--data", f"t={dataset}", "--pred", "u:x=/nonexistent"], "DATASET one of --data"],
-                         [["--data", f"t={dataset}", "--pred", "t:x=/nonexistent"], "no such folder"]):
+                         [["--data", f"t={dataset}", "--pred", "t:x=/nonexistent"], "no such folder"],
+                         [["--data", f"t={dataset}", "--tracking", "slots,hungarian"], "expected some of"]):
         rc, stdout, err = _report(*args, "--work", str(tmp_path / "w"))
         assert rc != 0 and needle in err.strip().splitlines()[-1], (args, err)
+
+
+def test_each_model_is_scored_with_each_tracking_rule(dataset, tmp_path, tiny_doanet):
+    from dtbt_tf.export import export_saved_model
+
+    model, _ = tiny_doanet("foa", seed=4)
+    export_saved_model(model, str(tmp_path / "m"), version=1)
+    out = str(tmp_path / "r.json")
+    rc, stdout, err = _report("--data", f"tiny={dataset}", "--model", f"m={tmp_path / 'm'}", "--tracking",
+                              "slots,continuity", "--work", str(tmp_path / "w"), "--json", out)
+    assert rc == 0, err
+    rows = json.load(open(out))["rows"]
+    assert [r["system"] for r in rows] == ["m [slots]", "m [continuity]"]
+    assert [os.path.basename(r["predictions"]) for r in rows] == ["m_slots", "m_continuity"]
+    assert all(r["files"] == 1 and 0 <= r["LE"] <= 180 for r in rows)

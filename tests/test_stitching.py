@@ -13,6 +13,7 @@ from dtbt_tf.metrics import compute_metrics, tracks_from_metadata
 from dtbt_tf.tracks import track_ids
 from dtbt_tf.windowing import WindowStream, match_slots, run_windows, slot_cost, window_plan
 
+SLOTS = InferenceConfig(tracking="slots")  # the raw-slot track-id rule these tests are about
 WINDOW = 50  # label frames
 
 
@@ -54,11 +55,11 @@ def _swapping_model(ref_doa, ref_active, noise_deg=3.0, seed=0):
 
 
 def _reference_metadata(ref_doa, ref_active):
-    return outputs_to_metadata(ref_doa, ref_active.astype(np.float32), 0.5)
+    return outputs_to_metadata(ref_doa, ref_active.astype(np.float32), SLOTS)
 
 
 def _metrics(doa, act, ref_doa, ref_active):
-    pred = tracks_from_metadata(outputs_to_metadata(doa, act, 0.5))
+    pred = tracks_from_metadata(outputs_to_metadata(doa, act, SLOTS))
     return compute_metrics({"f": pred}, {"f": tracks_from_metadata(_reference_metadata(ref_doa, ref_active))})
 
 
@@ -92,7 +93,7 @@ def test_track_ids_follow_the_stitched_slots():
     rows = np.arange(n_label * 5, dtype=np.float32)[:, None]
     predict, _ = _swapping_model(ref_doa, ref_active)
     doa, act = run_windows(rows, n_label, WINDOW, 5, 2, predict, max_batch=4)
-    meta = outputs_to_metadata(doa, act, 0.5)
+    meta = outputs_to_metadata(doa, act, SLOTS)
     # three tracks: A all along, B before and after its pause (a new id when it restarts)
     assert sorted(set(meta.track.tolist())) == [0, 1, 2]
     active = act > 0.5
@@ -229,7 +230,8 @@ def test_tiny_model_end_to_end(tiny_doanet, noise, tmp_path):
     threshold = float(np.quantile(act, 0.4))  # a random model: a threshold that keeps some slots on and some off
     (csv,) = infer_files([str(tmp_path / "rec.wav")], str(tmp_path / "sm"), str(tmp_path / "out"),
                          threshold=threshold, block_seconds=0.7, log=lambda m: None)
-    got, want = read_metadata(csv), outputs_to_metadata(doa, act, threshold)
+    got = read_metadata(csv)
+    want = outputs_to_metadata(doa, act, dataclasses.replace(loaded.inference, threshold=threshold))
     assert 0 < got.frame.size < act.size and got.track.max() > 1
     g, w = np.lexsort((got.track, got.frame)), np.lexsort((want.track, want.frame))
     np.testing.assert_array_equal(got.frame[g], want.frame[w])
