@@ -67,13 +67,17 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
+# Table I scores the network's outputs as the paper does: raw regressor slots, no merging or bridging of tracks
+TRACKING = "slots"
+
+
 def run_config(loss: str, args) -> RunConfig:
     """The RunConfig of one row, built as scripts/train.py builds a new run's (validated here)."""
     train = TrainSettings.from_preset("quick", epochs=args.epochs, batch_size=args.batch_size, seed=args.seed)
     loss_cfg = LossConfig(name=loss, hnet_temperature=args.hnet_temperature)
     model = DoanetConfig(fmt=args.fmt)
     return RunConfig(FeatureConfig(fmt=model.fmt, n_mels=model.n_mels), model, loss_cfg, train,
-                     InferenceConfig.for_loss(loss_cfg), hnet=args.hnet)
+                     InferenceConfig.for_loss(loss_cfg, tracking=TRACKING), hnet=args.hnet)
 
 
 def _run_one(loss, data_root, args, run_dir):

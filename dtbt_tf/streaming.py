@@ -306,23 +306,37 @@ def frames_to_metadata(frames: Sequence[StreamFrame]) -> Metadata:
 
 
 class TrackEvents:
-    """Lines for tracks that start or end: ``events(frame) -> [str]`` (times are the frame's start)."""
+    """Lines for tracks that start or end: ``events(frame) -> [str]`` (times are the frame's start; durations
+    from a track's first frame to the end of its last, frames of ``frame_seconds``). hold: label frames a track
+    may be missing and still continue (the tracker's ``bridge_frames``): it is said to end only when it has been
+    missing longer."""
 
-    def __init__(self):
-        self.live: dict[int, float] = {}
+    def __init__(self, frame_seconds: float = 0.1, hold: int = 0):
+        self.frame_seconds, self.hold = float(frame_seconds), int(hold)
+        self.live: dict[int, tuple[float, int, float]] = {}  # id -> (start s, last frame seen, its end s)
 
     def events(self, frame: StreamFrame) -> list[str]:
         lines = []
         now = {int(t): k for k, t in enumerate(frame.track) if t >= 0}
-        for tid in [t for t in self.live if t not in now]:
-            lines.append(f"{frame.start:8.1f} s  track {tid} ends ({frame.start - self.live.pop(tid):.1f} s)")
+        step = self.frame_seconds
+        for tid in [t for t in self.live if t not in now and frame.index - self.live[t][1] > self.hold]:
+            start, _, end = self.live.pop(tid)
+            lines.append(f"{frame.start:8.1f} s  track {tid} ends ({end - start:.1f} s)")
         for tid, k in now.items():
-            if tid not in self.live:
-                self.live[tid] = frame.start
+            if tid in self.live:
+                self.live[tid] = (self.live[tid][0], frame.index, frame.start + step)
+            else:
+                self.live[tid] = (frame.start, frame.index, frame.start + step)
                 az, el = unit_to_polar(frame.doa[k])
                 lines.append(f"{frame.start:8.1f} s  track {tid} starts: azimuth {az:4.0f}, elevation {el:3.0f} "
                              f"(slot {k}, activity {frame.activity[k]:.2f})")
         return lines
+
+
+def track_events(localizer: StreamingLocalizer) -> TrackEvents:
+    """The :class:`TrackEvents` of a localizer's frames and tracking rule."""
+    hold = localizer.inference.bridge_frames if localizer.inference.tracking == "continuity" else 0
+    return TrackEvents(localizer.cfg.label_hop_seconds, hold)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -348,8 +362,8 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
                  tracking: str | None = None) -> list[str]:
     """Feed each file to a :class:`StreamingLocalizer` 100 ms at a time and write ``<out_dir>/<stem>.csv``, the
     DCASE rows of ``scripts/infer.py`` (frame, class 0, track id, azimuth, elevation; track ids by the
-    model's tracking rule or ``tracking``, without the offline gap bridging). realtime: release the audio at the pace of the clock; show: called
-    with a line for each track that starts or ends. Files as in :func:`dtbt_tf.inference.infer_files` (any
+    model's tracking rule or ``tracking``, without the offline gap bridging). realtime: release the audio at
+    the pace of the clock; show: called with a line for each track that starts or ends. Files as in :func:`dtbt_tf.inference.infer_files` (any
     rate, resampled; channel_order 'fuma' for FuMa FOA); every input is checked before anything is written.
     Returns the written paths.
     """
@@ -373,7 +387,7 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
         if note:
             log(f"{p}: {note}")
         localizer.reset()
-        events = TrackEvents()
+        events = track_events(localizer)
         frames = []
         blocks = iter_user_audio(p, cfg.fmt, channel_order, block_seconds=cfg.label_hop_seconds,
                                  sample_rate=cfg.sample_rate)
@@ -410,7 +424,7 @@ def stream_device(device, model_path: str, out_dir: str, seconds: float | None =
     cfg = localizer.cfg
     os.makedirs(out_dir, exist_ok=True)
     csv_path = os.path.join(out_dir, f"live_{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.csv")
-    events, frames = TrackEvents(), []
+    events, frames = track_events(localizer), []
     limit = None if seconds is None else int(round(seconds / cfg.label_hop_seconds))
     try:
         stream = sd.InputStream(device=device, channels=N_AUDIO_CHANNELS, samplerate=cfg.sample_rate,

@@ -12,8 +12,8 @@ rule each of these is an identity switch. Per frame:
 1. merge: of two active slots whose DOAs are less than ``merge_deg`` apart, only the more active one is a
    detection (the other is a duplicate of the same source; with the activity head off, nothing is merged);
 2. continue: detections are matched (Hungarian, angular distance) to the tracks seen in the last
-   ``1 + bridge_frames`` frames (at their last DOA: a track may skip up to ``bridge_frames`` frames); a pair closer than ``gate_deg`` continues that track's id,
-   any other detection starts the next unused id.
+   ``1 + bridge_frames`` frames (at their last DOA: a track may skip up to ``bridge_frames`` frames); a pair
+   closer than ``gate_deg`` continues that track's id, any other detection starts the next unused id.
 
 Offline only, :func:`bridge_gaps` then fills the gaps of up to ``bridge_frames`` frames inside one track with
 the DOA interpolated between its two sides (it needs the frames after a gap, which a live stream has not seen

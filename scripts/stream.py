@@ -34,6 +34,7 @@ def main(argv=None) -> int:
                    help="FOA channel order: acn (W, Y, Z, X, SN3D: AmbiX) or fuma; default acn")
     p.add_argument("--threshold", type=cli.probability, default=None,
                    help="activity threshold of a slot; default: the model's own")
+    cli.add_tracking(p)
     p.add_argument("--quiet", action="store_true", help="no track lines (with --realtime / --device)")
     cli.add_threads(p)
     args = p.parse_args(argv)
@@ -52,11 +53,12 @@ def main(argv=None) -> int:
         show = None if args.quiet else (lambda line: print(line, flush=True))
         if args.device is not None:
             paths = stream_device(args.device, args.model, args.out, seconds=args.seconds, threshold=args.threshold,
-                                  num_threads=args.threads, channel_order=args.channel_order, log=log, show=show)
+                                  tracking=args.tracking, num_threads=args.threads,
+                                  channel_order=args.channel_order, log=log, show=show)
         else:
             paths = stream_files(args.audio, args.model, args.out, realtime=args.realtime, threshold=args.threshold,
-                                 num_threads=args.threads, channel_order=args.channel_order, log=log,
-                                 show=show if args.realtime else None)
+                                 tracking=args.tracking, num_threads=args.threads,
+                                 channel_order=args.channel_order, log=log, show=show if args.realtime else None)
         for path in paths:
             print(path)
 

@@ -278,3 +278,22 @@ def test_train_causal_smoke_then_stream_export_and_stream(tmp_path, write_tiny_d
     np.testing.assert_allclose(a[1], b[1], atol=TFLITE_FP32_ATOL)
     assert _script("stream").main([wav, "--model", str(run), "--out", str(tmp_path / "pred")]) == 0
     assert os.path.isfile(tmp_path / "pred" / "a.csv")
+
+
+def test_track_events_wait_out_the_bridged_gaps():
+    """A track missing for up to `hold` frames continues (no end/start lines); longer, it ends once."""
+    from dtbt_tf.streaming import StreamFrame, TrackEvents
+
+    seen = [1, 1, 1, 0, 0, 1, 0, 0, 0, 0]
+    events, lines = TrackEvents(0.1, hold=2), []
+    for t, on in enumerate(seen):
+        track = np.array([0 if on else -1, -1])
+        lines += events.events(StreamFrame(t, 0.1 * t, np.tile([[1.0, 0.0, 0.0]], (2, 1)), np.array([0.9, 0.1]),
+                                           track >= 0, track))
+    assert [line.split("s  ", 1)[1].split(":")[0] for line in lines] == ["track 0 starts", "track 0 ends (0.6 s)"]
+    assert lines[1].strip().startswith("0.8 s")  # said at frame 8, the third frame missing after frame 5
+    strict = TrackEvents(0.1, hold=0)
+    n = sum(len(strict.events(StreamFrame(t, 0.1 * t, np.tile([[1.0, 0.0, 0.0]], (2, 1)), np.array([0.9, 0.1]),
+                                          np.array([on, False]), np.array([0 if on else -1, -1]))))
+            for t, on in enumerate(seen))
+    assert n == 4  # starts, ends at frame 3, starts again at 5 (same id), ends at 6
