@@ -221,7 +221,8 @@ def test_export_from_run_folder_keeps_run_configs_and_provenance(tmp_path, tiny_
     assert info["source_run"] == str(run) and info["data_root"] == "/data/dcase"
     assert load_model(str(run)).window_frames == load_model(vdir).window_frames == 500  # windows = training length
     # the run's threshold travels into every export and inference uses it
-    assert info["inference_config"] == {"threshold": 0.7, "use_activity": True}
+    assert info["inference_config"] == {"threshold": 0.7, "use_activity": True, "tracking": "continuity",
+                                        "merge_deg": 20.0, "gate_deg": 60.0, "bridge_frames": 5}
     assert load_model(vdir).inference.threshold == 0.7
     (tfl,) = export_all(str(run), str(tmp_path / "lite"), tflite="fp32", window_frames=50, saved_model=False)
     assert load_model(tfl).inference == InferenceConfig(threshold=0.7)

@@ -63,4 +63,7 @@ def test_each_model_is_scored_with_each_tracking_rule(dataset, tmp_path, tiny_do
     rows = json.load(open(out))["rows"]
     assert [r["system"] for r in rows] == ["m [slots]", "m [continuity]"]
     assert [os.path.basename(r["predictions"]) for r in rows] == ["m_slots", "m_continuity"]
-    assert all(r["files"] == 1 and 0 <= r["LE"] <= 180 for r in rows)
+    assert all(r["files"] == 1 for r in rows)
+    for row in rows:  # each rule's CSVs are what infer.py --tracking writes, scored
+        csvs = sorted(os.listdir(row["predictions"]))
+        assert [c for c in csvs if c.endswith(".csv")] and "done.json" in csvs

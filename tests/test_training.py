@@ -1,4 +1,5 @@
 """DoaTrainer (frozen Hnet, gradients, tf.distribute) and the train() job on tiny data."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -147,7 +148,8 @@ def test_run_folder_layout(run, tiny):
     cfg = json.load(open(os.path.join(out, "run_config.json")))
     assert cfg["loss_config"]["name"] == "full" and cfg["doanet_config"]["conv_filters"] == 8
     assert cfg["data_dir"].endswith("dcase_features_foa_n2") and cfg["hnet"] == os.path.abspath(tiny["hnet"])
-    assert cfg["inference_config"] == {"threshold": 0.5, "use_activity": True}
+    assert cfg["inference_config"] == dataclasses.asdict(InferenceConfig())  # a new run: the continuity rule
+    assert cfg["inference_config"]["tracking"] == "continuity"
     assert set(METRIC_KEYS) | {"LE_poly1", "frames_poly1"} <= set(json.load(open(os.path.join(out, "test_metrics.json"))))
     assert set(METRIC_KEYS) <= set(res["test_metrics"]) and res["best_epoch"] == 1
     assert {"epoch_loss", "epoch_dmotp", "epoch_dmota", "epoch_activity"} <= _tags(os.path.join(out, "tb", "train"))
