@@ -114,9 +114,11 @@ def add_format(p: argparse.ArgumentParser, default: str | None = "foa", both: bo
                         f"{', or both' if both else ''}{help_extra}; default {default}")
 
 
-def add_tracking(p: argparse.ArgumentParser, what: str = "default: the model's own") -> None:
-    """``--tracking continuity|slots``: the track-id rule of :mod:`dtbt_tf.tracks` (InferenceConfig.tracking)."""
-    p.add_argument("--tracking", choices=TRACKINGS, default=None,
+def add_tracking(p: argparse.ArgumentParser, what: str = "default: the model's own",
+                 default: str | None = None) -> None:
+    """``--tracking continuity|slots``: the track-id rule of :mod:`dtbt_tf.tracks` (InferenceConfig.tracking);
+    ``default`` None means the model's own (say so in ``what``)."""
+    p.add_argument("--tracking", choices=TRACKINGS, default=default,
                    help="track-id rule: continuity (merge slots on one source, continue tracks by direction across "
                         "slots, bridge gaps of up to "
                         f"{InferenceConfig().bridge_frames} frames offline) or slots (the raw regressor slots, the "

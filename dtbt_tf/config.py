@@ -331,6 +331,11 @@ class InferenceConfig:
     def for_loss(cls, loss: "LossConfig", threshold: float = 0.5, **tracking) -> "InferenceConfig":
         return cls(threshold=threshold, use_activity=loss.uses_activity, **tracking)
 
+    def with_overrides(self, threshold: float | None = None, tracking: str | None = None) -> "InferenceConfig":
+        """This config with a user's given (not None) threshold and track-id rule; validated."""
+        given = {k: v for k, v in (("threshold", threshold), ("tracking", tracking)) if v is not None}
+        return dataclasses.replace(self, **given) if given else self
+
 
 @dataclass(frozen=True)
 class RunConfig:

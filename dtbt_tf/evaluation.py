@@ -6,7 +6,6 @@ quantisation report of exported TFLite variants.
 """
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 
@@ -126,8 +125,7 @@ def quantization_report(tflite_paths: dict, data_root: str, split: str = "test",
         refs[rec.stem] = tracks_from_metadata(read_metadata(rec.metadata_path))
         for name, model in models.items():
             doa, act = localize(audio, model, features=feats)
-            inference = model.inference if threshold is None else dataclasses.replace(model.inference,
-                                                                                      threshold=threshold)
+            inference = model.inference.with_overrides(threshold)
             preds[name][rec.stem] = tracks_from_metadata(outputs_to_metadata(doa, act, inference))
     metrics = {name: compute_metrics(p, refs) for name, p in preds.items()}
     delta = {name: {k: float(m[k] - metrics[baseline][k]) for k in ("LE", "LR", "LP", "LF1", "MOTA")}

@@ -33,7 +33,6 @@ and ``state_<name>`` for each state, outputs ``doa`` (1, 1, Nmax, 3), ``activity
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import os
 import shutil
@@ -95,9 +94,7 @@ def resolve_model(run_dir_or_model, feature_cfg: FeatureConfig | None = None,
     else:
         model = run_dir_or_model
     feature_cfg, doanet_cfg = _configs_for(model, feature_cfg, doanet_cfg)
-    inference_cfg = inference_cfg or InferenceConfig()
-    if tracking is not None:
-        inference_cfg = dataclasses.replace(inference_cfg, tracking=tracking)
+    inference_cfg = (inference_cfg or InferenceConfig()).with_overrides(tracking=tracking)
     return model, feature_cfg, doanet_cfg, inference_cfg
 
 

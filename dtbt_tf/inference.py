@@ -290,11 +290,6 @@ def localize_blocks(blocks: Iterable[np.ndarray], model: LoadedModel, reassociat
     return stream.finish(n // label)
 
 
-def overrides(**given) -> dict:
-    """The given (not None) of a user's InferenceConfig overrides (threshold=..., tracking=...)."""
-    return {k: v for k, v in given.items() if v is not None}
-
-
 def outputs_to_metadata(doa: np.ndarray, activity: np.ndarray, inference: InferenceConfig | None = None) -> Metadata:
     """Stitched outputs of one file -> DCASE rows (class 0) of ``inference``'s detections and tracks: a slot
     is a detection where activity > threshold (every slot in every frame when the activity head is not used),
@@ -349,8 +344,7 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
         raise DataError("no audio files given")
     if channel_order not in CHANNEL_ORDERS:
         raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
-    if threshold is not None or tracking is not None:
-        InferenceConfig(**overrides(threshold=threshold, tracking=tracking))  # validates
+    InferenceConfig().with_overrides(threshold, tracking)  # validates before the model is loaded
     if not block_seconds > 0:
         raise ConfigError(f"block length {block_seconds} s: expected a positive number of seconds")
     if ref_dir is not None and not os.path.isdir(ref_dir):
@@ -360,7 +354,7 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
     cfg = model.feature_cfg
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
-    inference = dataclasses.replace(model.inference, **overrides(threshold=threshold, tracking=tracking))
+    inference = model.inference.with_overrides(threshold, tracking)
     infos = check_audio_files(audio_paths, cfg.hop_length * cfg.label_hop_frames, cfg.sample_rate)
     os.makedirs(out_dir, exist_ok=True)
     written = []

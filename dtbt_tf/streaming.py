@@ -232,10 +232,7 @@ class StreamingLocalizer:
         self.step = step
         self.cfg = step.feature_cfg
         check_streamable(self.cfg)
-        given = {k: v for k, v in (("threshold", threshold), ("tracking", tracking)) if v is not None}
-        self.inference = dataclasses.replace(step.inference, **given)  # validates
-        self.threshold = self.inference.threshold
-        self.use_activity = self.inference.use_activity
+        self.inference = step.inference.with_overrides(threshold, tracking)
         self.frame_samples = step_samples(self.cfg)
         self.n_max = step.n_max
         self.reset()
@@ -259,7 +256,7 @@ class StreamingLocalizer:
         doa, activity, self._states = self.step(features, self._states)
         activity = np.asarray(activity, np.float32)
         doa = np.asarray(doa, np.float32)
-        active = activity > self.threshold if self.use_activity else np.ones(self.n_max, bool)
+        active = activity > self.inference.threshold if self.inference.use_activity else np.ones(self.n_max, bool)
         track = self._tracks.update(active, doa, activity)
         frame = StreamFrame(self.frames, self.frames * self.cfg.label_hop_seconds, doa, activity, track >= 0, track)
         self.frames += 1
@@ -318,15 +315,15 @@ class TrackEvents:
     def events(self, frame: StreamFrame) -> list[str]:
         lines = []
         now = {int(t): k for k, t in enumerate(frame.track) if t >= 0}
-        step = self.frame_seconds
+        end_now = frame.start + self.frame_seconds
         for tid in [t for t in self.live if t not in now and frame.index - self.live[t][1] > self.hold]:
             start, _, end = self.live.pop(tid)
             lines.append(f"{frame.start:8.1f} s  track {tid} ends ({end - start:.1f} s)")
         for tid, k in now.items():
             if tid in self.live:
-                self.live[tid] = (self.live[tid][0], frame.index, frame.start + step)
+                self.live[tid] = (self.live[tid][0], frame.index, end_now)
             else:
-                self.live[tid] = (frame.start, frame.index, frame.start + step)
+                self.live[tid] = (frame.start, frame.index, end_now)
                 az, el = unit_to_polar(frame.doa[k])
                 lines.append(f"{frame.start:8.1f} s  track {tid} starts: azimuth {az:4.0f}, elevation {el:3.0f} "
                              f"(slot {k}, activity {frame.activity[k]:.2f})")

@@ -60,6 +60,8 @@ class ContinuityTracker:
 
     def update(self, active, doa, activity=None) -> np.ndarray:
         active = _check_active(active, self.n_slots)
+        if doa is None:
+            raise ValueError("the continuity rule needs the DOAs")
         doa = _unit(np.asarray(doa, np.float64).reshape(self.n_slots, 3))
         slots = np.nonzero(active)[0]
         if self.cos_merge is not None and slots.size > 1:
@@ -92,8 +94,9 @@ class ContinuityTracker:
 
 
 def make_tracker(inference, n_slots: int, first_id: int = 0):
-    """The tracker of an ``InferenceConfig`` (its ``tracking`` rule and parameters) for ``n_slots`` slots."""
-    if inference.tracking == "slots":
+    """The tracker of an ``InferenceConfig`` (its ``tracking`` rule and parameters; the slot rule when None) for
+    ``n_slots`` slots."""
+    if inference is None or inference.tracking == "slots":
         return TrackCounter(n_slots, first_id)
     return ContinuityTracker(n_slots, inference.merge_deg, inference.gate_deg, inference.bridge_frames, first_id,
                              merge=inference.use_activity)
@@ -103,12 +106,7 @@ def track_ids(active, doa=None, activity=None, inference=None, first_id: int = 0
     """(T, N) bool activity (+ doa (T, N, 3), activity (T, N) for the continuity rule) -> (T, N) int64 ids
     of ``inference``'s tracker (the slot rule when None), frame by frame as online; -1 where no detection."""
     active = np.asarray(active, bool)
-    if inference is None or inference.tracking == "slots":
-        tracker = TrackCounter(active.shape[1], first_id)
-    else:
-        if doa is None:
-            raise ValueError("the continuity rule needs the DOAs")
-        tracker = make_tracker(inference, active.shape[1], first_id)
+    tracker = make_tracker(inference, active.shape[1], first_id)
     out = np.empty(active.shape, np.int64)
     for t, a in enumerate(active):
         out[t] = tracker.update(a, None if doa is None else doa[t], None if activity is None else activity[t])

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from dtbt_tf import cli
-from dtbt_tf.config import TRACKINGS, InferenceConfig
+from dtbt_tf.config import InferenceConfig
 
 PORTS = {"rest": 8501, "grpc": 8500}
 
@@ -37,9 +37,8 @@ def parse_args(argv=None):
     p.add_argument("--out", metavar="CSV", help="write the tracks here (default: print a summary only)")
     p.add_argument("--threshold", type=cli.probability, default=InferenceConfig().threshold,
                    help="activity threshold (the server returns raw activities); default %(default)s")
-    p.add_argument("--tracking", choices=TRACKINGS, default=InferenceConfig().tracking,
-                   help="track-id rule (dtbt_tf.tracks): continuity (merge duplicates, continue by direction, bridge "
-                        "short gaps) or slots (the raw slots, the paper's protocol); default %(default)s")
+    cli.add_tracking(p, f"default {InferenceConfig().tracking} (the server returns raw outputs)",
+                     default=InferenceConfig().tracking)
     p.add_argument("--timeout", type=_positive_float, default=120.0, help="seconds; default %(default)s")
     p.add_argument("--dry-run", action="store_true",
                    help="print the request (REST: URL line then the JSON body, usable as curl -d @file) and exit")
