@@ -1,5 +1,6 @@
 """DOAnet training step time: `mse` vs `full` on the same batch (DESIGN 10: full <= 1.1x mse, <= 0.8 s at paper
-size on 2 cores), sequences/s and the first (tracing) step.
+size on 2 cores), sequences/s and the first (tracing) step; and the `full` step of the stronger
+``--arch resnet_conformer`` body against the paper's CRNN (issue 16 point 6).
 
 Paper size: batch 32, 250 feature frames, FOA (7 channels), the paper's DOAnet. Random features and random
 labels with stable slots (polyphony 0..2). The Hnet is the shipped one when present, else an untrained build
@@ -11,6 +12,7 @@ hits both alike; times are medians after the warm-up. `step_cpu_s_median` is the
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -56,17 +58,19 @@ def run(quick: bool = False, jit_compile: bool = False) -> dict:
     rng = np.random.default_rng(0)
     x, y = _batch(rng, batch, frames)
     hnet, hnet_kind = _hnet(2)
+    conformer = dataclasses.replace(cfg, arch="resnet_conformer", conformer_dim=32 if quick else cfg.conformer_dim)
+    runs = {"mse": (cfg, "mse"), "full": (cfg, "full"), "full_resnet_conformer": (conformer, "full")}
     trainers, first = {}, {}
-    for name in ("mse", "full"):
+    for name, (model_cfg, loss) in runs.items():
         keras.utils.set_random_seed(0)
-        t = DoaTrainer(build_doanet(cfg), hnet, LossConfig(name=name))
+        t = DoaTrainer(build_doanet(model_cfg), hnet, LossConfig(name=loss))
         t.compile(optimizer=keras.optimizers.Adam(1e-3), jit_compile=jit_compile)
         t0 = time.perf_counter()
         t.train_on_batch(x, y)
         first[name] = time.perf_counter() - t0
         t.train_on_batch(x, y)  # warm-up
         trainers[name] = t
-    times, cpu = {"mse": [], "full": []}, {"mse": [], "full": []}
+    times, cpu = {k: [] for k in runs}, {k: [] for k in runs}
     for _ in range(steps):
         for name, t in trainers.items():
             t0, c0 = time.perf_counter(), time.process_time()
@@ -74,7 +78,8 @@ def run(quick: bool = False, jit_compile: bool = False) -> dict:
             times[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    rows = [{"loss": k, "batch": batch, "frames": frames, "step_s_median": round(med[k], 4),
+    rows = [{"loss": runs[k][1], "arch": runs[k][0].arch, "params": int(trainers[k].doanet.count_params()),
+             "batch": batch, "frames": frames, "step_s_median": round(med[k], 4),
              "step_s_min": round(float(np.min(times[k])), 4), "sequences_per_s": round(batch / med[k], 1),
              "step_cpu_s_median": round(float(np.median(cpu[k])), 4),
              "first_step_s": round(first[k], 2), "ratio_vs_mse": round(med[k] / med["mse"], 3)} for k in med]
@@ -83,7 +88,8 @@ def run(quick: bool = False, jit_compile: bool = False) -> dict:
              f"tf {tf.__version__}, keras {keras.__version__}, {os.cpu_count()} CPUs visible, load average "
              f"{os.getloadavg()[0]:.1f} at the end; "
              f"full/mse = {med['full'] / med['mse']:.3f} (target <= 1.1), full step {med['full']:.3f} s "
-             f"(target <= 0.8 s at paper size)")
+             f"(target <= 0.8 s at paper size); resnet_conformer/crnn full step = "
+             f"{med['full_resnet_conformer'] / med['full']:.2f}")
     return {"name": "training", "rows": rows, "notes": notes}
 
 

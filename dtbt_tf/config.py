@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Type, TypeVar
 
 FORMATS = ("foa", "mic")
+ARCHS = ("crnn", "resnet_conformer")  # DoanetConfig.arch: the paper's CRNN (default), a stronger alternative
 FORMAT_CHANNELS = {"foa": 7, "mic": 10}  # feature channels: 4 log-mel + 3 intensity (FOA) / 6 GCC-PHAT (MIC)
 PAD_VALUE = 10.0  # coordinate of the padding DOA vector (10, 10, 10) for inactive slots / padded D entries
 
@@ -62,7 +63,10 @@ class FeatureConfig:
 
 @dataclass(frozen=True)
 class DoanetConfig:
-    """DOAnet CRNN (DESIGN 4)."""
+    """DOAnet (DESIGN 4): ``arch`` "crnn" is the paper's CRNN (conv_filters, rnn_units); "resnet_conformer" the
+    stronger alternative of :mod:`dtbt_tf.models.conformer` (a residual convolution stack of conv_filters
+    channels, then ``conformer_blocks`` Conformer blocks of width ``conformer_dim`` with ``attention_heads``
+    heads and depthwise kernel ``conformer_kernel``). Both end in the same heads (fc_units)."""
 
     fmt: str = "foa"
     n_max: int = 2
@@ -74,11 +78,26 @@ class DoanetConfig:
     dropout: float = 0.0
     # causal: unidirectional GRUs and convolutions padded in the past only (no lookahead), for streaming
     causal: bool = False
+    arch: str = "crnn"
+    conformer_dim: int = 256
+    conformer_blocks: int = 2
+    attention_heads: int = 4
+    conformer_kernel: int = 7
 
     def __post_init__(self):
         check_format(self.fmt)
         if not isinstance(self.causal, bool):
             raise ConfigError(f"causal must be true or false, got {self.causal!r}")
+        if self.arch not in ARCHS:
+            raise ConfigError(f"unknown arch {self.arch!r}; expected one of {ARCHS}")
+        if self.causal and self.arch != "crnn":
+            raise ConfigError(f"only the crnn arch has a causal (streaming) variant, not {self.arch!r}")
+        for name in ("conformer_dim", "conformer_blocks", "attention_heads", "conformer_kernel"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.conformer_dim % self.attention_heads:
+            raise ConfigError(f"conformer_dim={self.conformer_dim} is not divisible by attention_heads="
+                              f"{self.attention_heads}")
         if self.n_max < 1:
             raise ConfigError(f"n_max must be >= 1, got {self.n_max}")
         for name in ("n_mels", "conv_filters", "rnn_units", "fc_units"):

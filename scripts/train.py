@@ -19,7 +19,7 @@ from __future__ import annotations
 import sys
 
 from dtbt_tf import cli
-from dtbt_tf.config import (DEFAULT_SEQ_HOP, LOSSES, SCHEDULES, STRATEGIES, TRAIN_PRESETS, DoanetConfig,
+from dtbt_tf.config import (ARCHS, DEFAULT_SEQ_HOP, LOSSES, SCHEDULES, STRATEGIES, TRAIN_PRESETS, DoanetConfig,
                             InferenceConfig, LossConfig, RunConfig, TrainSettings, FeatureConfig)
 
 # flag -> RunConfig field it sets (used to build a new run and to compare with a run being resumed)
@@ -29,6 +29,7 @@ FIELDS = {
     "hnet_temperature": "loss.hnet_temperature",
     "fmt": "model.fmt", "n_max": "model.n_max", "conv_filters": "model.conv_filters", "rnn_units": "model.rnn_units",
     "fc_units": "model.fc_units", "dropout": "model.dropout", "causal": "model.causal",
+    "arch": "model.arch",
     "epochs": "train.epochs", "batch_size": "train.batch_size", "lr": "train.lr", "schedule": "train.schedule",
     "seq_hop": "train.seq_hop", "seed": "train.seed", "strategy": "train.strategy",
     "mixed_precision": "train.mixed_precision", "jit_compile": "train.jit_compile", "preset": "train.preset",
@@ -78,6 +79,10 @@ def parse_args(argv=None):
                         f"changing any thresholded association; default {loss.hnet_temperature}")
     p.add_argument("--threshold", type=cli.probability, default=None,
                    help=f"activity threshold at inference (saved with the model); default {InferenceConfig().threshold}")
+    p.add_argument("--arch", choices=ARCHS, default=None,
+                   help="DOAnet body: crnn (the paper's CRNN: 3 conv blocks, 2 bidirectional GRUs) or "
+                        "resnet_conformer (a residual conv stack and 2 Conformer blocks, 2.5x the parameters; "
+                        f"not causal); default {model.arch}")
     p.add_argument("--conv-filters", type=cli.positive_int, default=None,
                    help=f"DOAnet conv filters; default {model.conv_filters} (paper)")
     p.add_argument("--rnn-units", type=cli.positive_int, default=None,

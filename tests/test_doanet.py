@@ -80,7 +80,7 @@ def test_bad_configs():
 
 
 def test_fused_batch_norm_matches_keras_batch_norm():
-    from dtbt_tf.models.doanet import FusedBatchNorm
+    from dtbt_tf.models.layers import FusedBatchNorm
 
     x = tf.constant(np.random.default_rng(3).normal(1.0, 3.0, (4, 10, 8, 6)).astype(np.float32))
     fused, ref = FusedBatchNorm(momentum=0.5), keras.layers.BatchNormalization(momentum=0.5)

@@ -10,6 +10,9 @@ reshaped to (Nmax, 3) and normalised to unit length) and activity (sigmoid, Nmax
 last axis of 3-D tensors (no ``TimeDistributed``). The time length is variable (any multiple of the time pool,
 5 by default).
 
+``DoanetConfig.arch`` "resnet_conformer" swaps the convolutions and GRUs for the body of
+:mod:`dtbt_tf.models.conformer` (same input, normalisation and heads); "crnn", the above, is the default.
+
 An optional :class:`keras.layers.Normalization` at the input holds the training-split statistics per
 (mel bin, channel), so saved and exported models take raw features.
 
@@ -20,39 +23,18 @@ still "same"), the time pooling only merges the frames of one label frame, and t
 on audio up to the end of its own 100 ms: no lookahead. :func:`build_doanet_step` is the same network as one
 step of 100 ms with explicit state (the last two input frames of each convolution, the GRU states).
 
-Batch normalisation is :class:`FusedBatchNorm`, Keras' layer with TensorFlow's fused kernel in training mode
-(5x faster on CPU for the first block's (B, T, 64, 128) tensor, the most expensive part of a training step);
-its inference path, weights and config are Keras' own. Loading a saved DOAnet needs this module imported
+Batch normalisation is :class:`dtbt_tf.models.layers.FusedBatchNorm` (Keras' layer with TensorFlow's fused
+kernel in training mode). Loading a saved DOAnet needs this module imported
 (``import dtbt_tf.models.doanet``, done by :func:`dtbt_tf.training.load_trained`).
 """
 from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from dtbt_tf.config import ConfigError, DoanetConfig
-
-
-@keras.saving.register_keras_serializable(package="dtbt_tf")
-class FusedBatchNorm(keras.layers.BatchNormalization):
-    """BatchNormalization over the last axis of 4-D NHWC tensors whose training pass uses TensorFlow's fused
-    kernel (``FusedBatchNormV3``); moving statistics are updated as Keras does (momentum on the batch mean and
-    variance). Inference, weights, config and everything else are :class:`keras.layers.BatchNormalization`."""
-
-    def call(self, inputs, training=None, mask=None):
-        if not (training and self.trainable) or mask is not None or self.renorm or len(inputs.shape) != 4 \
-                or self.axis not in (-1, 3) or not (self.scale and self.center):
-            return super().call(inputs, training=training, mask=mask)
-        x = tf.cast(inputs, tf.float32)
-        y, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            x, tf.cast(self.gamma, tf.float32), tf.cast(self.beta, tf.float32), epsilon=self.epsilon,
-            is_training=True)
-        n = tf.cast(tf.size(x) // tf.shape(x)[-1], tf.float32)
-        variance = variance * (n - 1.0) / n  # the op returns the unbiased variance; Keras tracks the biased one
-        self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-        self.moving_variance.assign(self.moving_variance * self.momentum + variance * (1.0 - self.momentum))
-        return tf.cast(y, self.compute_dtype)
+from dtbt_tf.models.conformer import resnet_conformer_body
+from dtbt_tf.models.layers import FusedBatchNorm
 
 
 def _normalization(cfg: DoanetConfig, norm_mean, norm_std):
@@ -92,7 +74,8 @@ def _heads(x, cfg: DoanetConfig):
 
 
 def build_doanet(cfg: DoanetConfig, norm_mean=None, norm_std=None, name: str = "doanet") -> keras.Model:
-    """Functional DOAnet for `cfg` (bidirectional, or causal when ``cfg.causal``).
+    """Functional DOAnet for `cfg`: the CRNN (bidirectional, or causal when ``cfg.causal``) or, with
+    ``cfg.arch`` "resnet_conformer", the body of :mod:`dtbt_tf.models.conformer`; the same heads either way.
 
     norm_mean, norm_std: optional (n_mels, C) arrays (training-split statistics); when given, the model starts
     with a Normalization layer computing (x - mean) / std, so it takes raw features.
@@ -105,6 +88,8 @@ def build_doanet(cfg: DoanetConfig, norm_mean=None, norm_std=None, name: str = "
     norm = _normalization(cfg, norm_mean, norm_std)
     if norm is not None:
         x = norm(x)
+    if cfg.arch == "resnet_conformer":
+        return keras.Model(inputs, _heads(resnet_conformer_body(x, cfg), cfg), name=name)
 
     for k, (tp, fp) in enumerate(cfg.pool_sizes):
         if cfg.causal:  # two past frames of zeros, none in the future; frequency as "same"
