@@ -105,15 +105,21 @@ def run_config(loss: str, args, seed: int) -> RunConfig:
 
 
 def _run_one(loss, data_root, args, run_dir, seed):
-    """Train (or resume) and evaluate one row's run, without exporting; reuse a finished one."""
+    """Train (or resume) and evaluate one row's run, without exporting; reuse a finished one, or extend it
+    when --epochs asks for more than it was trained for."""
     from dtbt_tf.artifacts import TEST_METRICS, has_run, load_run_config
-    from dtbt_tf.config import atomic_write_text
+    from dtbt_tf.config import ConfigError, atomic_write_text
     from dtbt_tf.jobs import evaluate_run, train_run
 
     cfg = run_config(loss, args, seed)
     metrics_path = os.path.join(run_dir, TEST_METRICS)
     time_path = os.path.join(run_dir, "table1_time.json")
-    if os.path.isfile(metrics_path) and os.path.isfile(time_path):
+    finished = os.path.isfile(metrics_path) and os.path.isfile(time_path)
+    trained = load_run_config(run_dir).train.epochs if finished else None
+    if finished and trained > args.epochs:
+        raise ConfigError(f"{run_dir}: trained for {trained} epochs, more than --epochs {args.epochs}; "
+                          "give another --runs folder")
+    if finished and trained == args.epochs:
         print(f"[table1] reusing {run_dir}")
     else:
         resume = has_run(run_dir)

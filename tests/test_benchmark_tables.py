@@ -74,3 +74,22 @@ def test_table1_names_runs_and_results_by_preset_and_seed_and_refuses_mixed_sett
         assert "epochs 12, not 5" in str(e)
     else:
         raise AssertionError("a results file of another budget was mixed in")
+
+
+def test_table1_refuses_a_finished_run_of_a_larger_budget(tmp_path):
+    from dtbt_tf.artifacts import save_run_config
+
+    table1 = _load("table1")
+    args = table1.parse_args(["--epochs", "5"])
+    run_dir = tmp_path / "full"
+    run_dir.mkdir()
+    save_run_config(str(run_dir), table1.run_config("full", args, 0))
+    (run_dir / "test_metrics.json").write_text("{}")
+    (run_dir / "table1_time.json").write_text('{"seconds": 1.0}')
+    smaller = table1.parse_args(["--epochs", "3"])
+    try:
+        table1._run_one("full", "data/x", smaller, str(run_dir), 0)
+    except ValueError as e:
+        assert "trained for 5 epochs, more than --epochs 3" in str(e)
+    else:
+        raise AssertionError("a 5-epoch run was reported as a 3-epoch row")
