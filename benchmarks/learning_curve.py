@@ -57,7 +57,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # a fresh clone without `pip install -e .`
 
 from dtbt_tf import cli  # noqa: E402  (light: no TensorFlow import)
-from dtbt_tf.config import (ConfigError, DoanetConfig, FeatureConfig, InferenceConfig, LossConfig,  # noqa: E402
+from dtbt_tf.config import (ARCHS, ConfigError, DoanetConfig, FeatureConfig, InferenceConfig, LossConfig,  # noqa: E402
                             RunConfig, TrainSettings, atomic_write_text, from_dict)
 
 CURVE_KEYS = ("LE", "LE_poly1", "LE_poly2", "LR", "LP", "LF1", "MOTA", "IDS", "frames_poly1", "frames_poly2")
@@ -127,6 +127,9 @@ def parse_args(argv=None):
                    help="as scripts/train.py --hnet-temperature; default %(default)s")
     p.add_argument("--threshold", type=cli.probability, default=InferenceConfig().threshold,
                    help="activity threshold of the detections; default %(default)s")
+    p.add_argument("--arch", choices=ARCHS, default=model.arch,
+                   help="DOAnet body (as scripts/train.py --arch): crnn (the paper's) or resnet_conformer; "
+                        "default %(default)s")
     p.add_argument("--conv-filters", type=cli.positive_int, default=model.conv_filters,
                    help="DOAnet size (as scripts/train.py); default %(default)s (paper)")
     p.add_argument("--rnn-units", type=cli.positive_int, default=model.rnn_units, help="default %(default)s")
@@ -279,9 +282,10 @@ def run_config(args, n_max: int, fmt: str) -> RunConfig:
                                       steps_per_epoch=args.eval_every)
     loss = LossConfig(name="full", hnet_temperature=args.hnet_temperature)
     model = DoanetConfig(fmt=fmt, n_max=n_max, conv_filters=args.conv_filters, rnn_units=args.rnn_units,
-                         fc_units=args.fc_units)
+                         fc_units=args.fc_units, arch=args.arch)
+    # scored as Table I is, on the raw regressor slots: the curve measures the network, not the track-id rule
     return RunConfig(FeatureConfig(fmt=fmt, n_mels=model.n_mels), model, loss, train,
-                     InferenceConfig.for_loss(loss, threshold=args.threshold), hnet=args.hnet)
+                     InferenceConfig.for_loss(loss, threshold=args.threshold, tracking="slots"), hnet=args.hnet)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -301,6 +305,23 @@ def _clean(metrics: dict) -> dict:
     return out
 
 
+def _as_saved_today(settings: dict) -> dict:
+    """Saved flat settings with the run-config fields added since they were saved filled in as the run used
+    them (``SAVED_BEFORE``, else the default: :meth:`RunConfig.from_dict`), so new fields do not read as changes."""
+    sections = {key: {} for key in RunConfig.KEYS if key not in ("data_dir", "hnet")}
+    rest = {}
+    for key, value in settings.items():
+        section, _, field = key.partition(".")
+        if section in sections and field:
+            sections[section][field] = value
+        else:
+            rest[key] = value
+    if not all(sections.values()):  # not a run's settings: compare as saved
+        return settings
+    filled = {k: v for k, v in RunConfig.from_dict(sections).to_dict().items() if k in sections}
+    return {**rest, **_flat(filled)}
+
+
 class Budget:
     """The curve file of one budget (``<point>/curve.json``): settings, measured points, accumulated times."""
 
@@ -313,7 +334,7 @@ class Budget:
         if os.path.isfile(self.path):
             with open(self.path) as f:
                 saved = json.load(f)
-            old = saved.get("settings", {})
+            old = _as_saved_today(saved.get("settings", {}))
             differ = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
             if differ and not started and not saved.get("points"):
                 saved = None
@@ -496,7 +517,7 @@ def result_json(args, argv, source: dict, budgets: list[dict], wall: float, load
                          "val_shards": "all" if args.val_shards is None else args.val_shards,
                          "threads": args.threads, "hnet": args.hnet or "shipped",
                          "hnet_temperature": args.hnet_temperature, "threshold": args.threshold,
-                         "model": {"conv_filters": args.conv_filters, "rnn_units": args.rnn_units,
+                         "model": {"arch": args.arch, "conv_filters": args.conv_filters, "rnn_units": args.rnn_units,
                                    "fc_units": args.fc_units}},
             "budgets": budgets,
             "final_vs_hours": [{"hours": b["hours"], **(b["final"] or {})} for b in budgets]}

@@ -113,3 +113,19 @@ def test_curve_per_budget_and_reuse(features):
     assert json.load(open(result_path))["budgets"][0]["curve"] == small["curve"]
     rc, _, err = _run(*(a if a != "4" else "6" for a in args))
     assert rc == 2 and "steps (run: 4, given: 6)" in err
+
+
+def test_a_curve_saved_before_new_config_fields_is_resumable_but_a_changed_setting_is_not(tmp_path):
+    lc = _module()
+    args = lc.parse_args(["--data", "x", "--steps", "400", "--eval-every", "200"])
+    settings = {"steps": 400, "eval_every": 200, **lc._flat(lc.run_config(args, 2, "foa").to_dict())}
+    # a curve of before DoanetConfig.arch and InferenceConfig.tracking: those keys absent, the run used the
+    # CRNN and the raw slots (the learning curve's own rule)
+    old = {k: v for k, v in settings.items() if not k.startswith(("doanet_config.arch", "doanet_config.conformer",
+                                                                 "doanet_config.attention", "inference_config."))}
+    old.update({"inference_config.threshold": 0.5, "inference_config.use_activity": True})
+    (tmp_path / lc.CURVE_FILE).write_text(json.dumps({"settings": old, "points": [{"step": 200}]}))
+    assert lc.Budget(str(tmp_path), settings, started=True).state["points"] == [{"step": 200}]
+    changed = {**settings, "doanet_config.arch": "resnet_conformer"}
+    with pytest.raises(ValueError, match="doanet_config.arch"):
+        lc.Budget(str(tmp_path), changed, started=True)
