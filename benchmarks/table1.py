@@ -215,7 +215,8 @@ def spread(rows_by_seed: dict) -> dict:
 
 
 def spread_markdown(spreads: dict) -> str:
-    """Mean +- standard deviation over seeds, one row per (format, preset, rows, loss)."""
+    """Mean +- standard deviation over seeds, one row per (format, preset, rows, loss); "(n=k)" where only k of
+    the seeds' rows have the column (rows evaluated before it existed)."""
     lines = ["| format | preset | rows | loss | seeds | LE (deg) | LE 1-src | LE 2-src | MOTA % | IDS | LR % | LF1 % |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
@@ -225,8 +226,9 @@ def spread_markdown(spreads: dict) -> str:
             return "~"
         scale = 100.0 if col in ("MOTA", "LR", "LF1") else 1.0
         digits = 0 if col == "IDS" else 1
-        text = f"{scale * mean:.{digits}f}"
-        return text + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+        text = f"{scale * mean:.{digits}f}" + (f" ± {scale * std:.{digits}f}" if std is not None else "")
+        runs = len(entry[f"{col}_runs"])
+        return text + (f" (n={runs})" if runs < len(entry["seeds"]) else "")  # older rows lack the column
 
     for (fmt, preset, key), losses in sorted(spreads.items()):
         for loss, entry in losses.items():
@@ -275,9 +277,12 @@ def main(argv=None) -> int:
         cli.apply_threads(args.threads)
         data_root = args.data
         if data_root is None:
+            from dtbt_tf.data.resolve import after_other_jobs
             from dtbt_tf.data.synth import make_dataset
 
-            data_root = make_dataset(TRAIN_PRESETS[args.preset].dataset, fmt="both", seed=0)
+            # two table1.py jobs started together (one per seed or loss) share the set: the second waits
+            data_root = after_other_jobs(lambda: make_dataset(TRAIN_PRESETS[args.preset].dataset, fmt="both",
+                                                              seed=0), print)
         if args.augment:
             from dtbt_tf.data.augment import augment_dataset
 

@@ -23,6 +23,7 @@ import os
 import shutil
 import socket
 import sys
+import time
 from pathlib import Path
 
 from dtbt_tf.config import (RUN_CONFIG_NAME, ConfigError, DoanetConfig, FeatureConfig, InferenceConfig, RunConfig,
@@ -211,6 +212,24 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+class FolderBusy(ConfigError):
+    """A folder's lock is held by a live job (:class:`FolderLock`); ``folder`` names it."""
+
+    def __init__(self, message: str, folder: str):
+        super().__init__(message)
+        self.folder = folder
+
+
+def wait_until_unlocked(folder: str, poll_s: float = 2.0) -> None:
+    """Return once ``folder`` has no lock of a live process (released, or its holder died)."""
+    lock = FolderLock(folder)
+    while os.path.exists(lock.path):
+        pid, host = lock._owner()
+        if pid is not None and host == socket.gethostname() and not pid_alive(pid):
+            return
+        time.sleep(poll_s)
+
+
 class FolderLock:
     """One job per folder: ``<folder>/.lock`` created atomically (O_EXCL) holding ``pid host``.
 
@@ -232,8 +251,8 @@ class FolderLock:
             except FileExistsError:
                 pid, host = self._owner()
                 if pid is not None and (host != socket.gethostname() or pid_alive(pid)):
-                    raise ConfigError(f"{self.folder}: in use by another {self.job} (process {pid} on {host}; "
-                                      f"lock file {self.path})") from None
+                    raise FolderBusy(f"{self.folder}: in use by another {self.job} (process {pid} on {host}; "
+                                     f"lock file {self.path})", self.folder) from None
                 self.log(f"{self.folder}: taking over the stale lock of process {pid} (no longer running)")
                 try:
                     os.remove(self.path)

@@ -116,7 +116,7 @@ def train_run(cfg: RunConfig | None = None, out: str | None = None, data: str | 
             barrier(strategy)
         hnet_model, hnet_path = _hnet(cfg)
         data_dir = cfg.data_dir or resolve_data(data, cfg.feature.fmt, cfg.model.n_max, cfg.train.preset,
-                                                progress=verbose != 0, extract=chief)
+                                                progress=verbose != 0, extract=chief, log=log)
         manifest = check_training_data(data_dir, cfg.feature, cfg.model.n_max)
         if chief:
             barrier(strategy)

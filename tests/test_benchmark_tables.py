@@ -54,7 +54,7 @@ def test_table1_spread_is_mean_and_sample_std_over_seeds():
     header, _, full_line, pit_line = md.strip().splitlines()
     assert header.count("|") == full_line.count("|") == pit_line.count("|")
     assert "| FOA | quick | base | dMOTP+dMOTA+Act | 3 | 22.0 ± 2.0 |" in full_line
-    assert "| 50.0 ± 0.0 |" in full_line  # MOTA in percent
+    assert "| 32.0 ± 2.8 (n=2) |" in full_line and "| 50.0 ± 0.0 |" in full_line  # MOTA in percent
 
 
 def test_table1_names_runs_and_results_by_preset_and_seed_and_refuses_mixed_settings(tmp_path, monkeypatch):

@@ -255,3 +255,31 @@ def test_killed_hnet_export_temporaries_are_removed_live_ones_kept(tmp_path):
         (tmp_path / name).mkdir()
     _remove_dead_exports(out)
     assert sorted(os.listdir(tmp_path)) == sorted([f"hnet_n2.tmp{live}", f"hnet_n3.tmp{dead}"])
+
+
+def test_a_training_waits_for_another_job_on_its_feature_folder_then_reuses_it(tiny, extract, tmp_path):
+    """Two trainings started together on one DCASE root: the second waits for the first's extraction (here a
+    holder that releases the lock after a moment) instead of failing, then reuses the finished folder."""
+    import threading
+
+    from dtbt_tf.data.resolve import resolve_data
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny, root)
+    out = f"{root}_features_foa_n2"
+    extract(str(root), out)
+    said = []
+    with held_by_another_process(out) as pid:
+        proc_done = threading.Event()
+        result = {}
+
+        def second():
+            result["dir"] = resolve_data(str(root), "foa", 2, progress=False, log=said.append)
+            proc_done.set()
+
+        t = threading.Thread(target=second)
+        t.start()
+        assert not proc_done.wait(3.0)  # still waiting while the other job holds the folder
+    t.join(timeout=120)
+    assert result["dir"] == out and os.path.isfile(os.path.join(out, "manifest.json"))
+    assert len(said) == 1 and f"process {pid}" in said[0] and said[0].endswith("waiting for it to finish")
