@@ -102,16 +102,13 @@ if __name__ == "__main__":
     ap.add_argument("--model", default=os.path.join(REPO, "saved_models", "doanet_foa"), help="model to run")
     ap.add_argument("--json", default=RESULTS, help="where the result goes; default %(default)s")
     args = ap.parse_args()
-    import importlib.util
+    from dtbt_tf.machine import machine_info
 
-    spec = importlib.util.spec_from_file_location("benchmarks_run", os.path.join(REPO, "benchmarks", "run.py"))
-    bench_run = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_run)
     t0 = time.perf_counter()
     result = run(quick=args.quick, data=args.data, model_path=args.model)
     # named after its file, so several stitching results get their own sections in results/README.md
     result.update(name=os.path.splitext(os.path.basename(args.json))[0], wall_s=round(time.perf_counter() - t0, 1),
-                  machine=bench_run.machine_info())
+                  machine=machine_info())
     text = json.dumps(result, indent=2)
     print(text)
     if not args.quick:

@@ -44,7 +44,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import importlib.util
 import json
 import math
 import os
@@ -57,6 +56,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # a fresh clone without `pip install -e .`
 
 from dtbt_tf import cli  # noqa: E402  (light: no TensorFlow import)
+from dtbt_tf.machine import machine_info  # noqa: E402
 from dtbt_tf.config import (ARCHS, ConfigError, DoanetConfig, FeatureConfig, InferenceConfig, LossConfig,  # noqa: E402
                             RunConfig, TrainSettings, atomic_write_text, from_dict)
 
@@ -484,20 +484,12 @@ def run_budget(args, source: dict, hours: str, log) -> dict:
 # Result, plot
 
 
-def _machine() -> dict:
-    """benchmarks/run.py's machine information (imported by path: benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmarks_run", os.path.join(HERE, "run.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.machine_info()
-
-
 def result_json(args, argv, source: dict, budgets: list[dict], wall: float, load_start) -> dict:
     train = source["shards"]["train"]
     rows = [{"hours": b["hours"], "train_files": b["train_files"], "step": p["step"],
              **{k: p[k] for k in ROW_KEYS}, "train_wall_s": p["train_wall_s"], "train_cpu_s": p["train_cpu_s"]}
             for b in budgets for p in b["curve"]]
-    machine = _machine()
+    machine = machine_info()
     machine["loadavg_1min_start"] = load_start
     notes = (f"`full` loss, {args.steps} steps of batch {args.batch_size} per budget ({args.schedule} learning "
              f"rate over the steps), test split of {source['dir']} ({len(source['shards']['test'])} shards) scored "

@@ -37,7 +37,6 @@ renders; --format mic later adds the MIC audio to the same renders.
 from __future__ import annotations
 
 import datetime
-import importlib.util
 import json
 import os
 import sys
@@ -48,6 +47,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # a fresh clone without `pip install -e .`
 
 from dtbt_tf import cli  # noqa: E402  (light: no TensorFlow import)
+from dtbt_tf.machine import machine_info  # noqa: E402
 from dtbt_tf.config import (TRAIN_PRESETS, ConfigError, DoanetConfig, FeatureConfig, InferenceConfig,  # noqa: E402
                             LossConfig, RunConfig, TrainSettings)
 
@@ -312,14 +312,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _machine() -> dict:
-    """benchmarks/run.py's machine information (imported by path: benchmarks/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("benchmarks_run", os.path.join(HERE, "run.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.machine_info()
-
-
 def _write(path: str, text: str) -> None:
     from dtbt_tf.config import atomic_write_text
 
@@ -365,7 +357,7 @@ def _main(args, argv: list) -> None:
         "matrix": matrix,
         "rows": [{"train_sources": a, "test_sources": b, **m} for a in TRAIN_SOURCES for b, m in matrix[a].items()],
         "wall_s": round(time.perf_counter() - t_start, 1),
-        "machine": {**_machine(), "loadavg_1min_start": load_start},
+        "machine": {**machine_info(), "loadavg_1min_start": load_start},
     }
     result["notes"] = (f"DOAnet ({args.fmt.upper()}, full loss, {args.epochs} epoch{'s' if args.epochs > 1 else ''}) trained on procedural, "
                        f"recorded or mixed ({args.mixed_fraction:g} recorded) source signals in the same "

@@ -14,11 +14,9 @@ status is 1 if any failed, 2 for a bad command line.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
 import sys
 import time
 import traceback
@@ -27,30 +25,15 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
 RESULTS_DIR = BENCH_DIR / "results"
+if str(REPO_ROOT) not in sys.path:  # a fresh clone without `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from dtbt_tf.machine import machine_info  # noqa: E402
 
 
 def available() -> dict[str, Path]:
     """Benchmark name -> module path, for every benchmarks/bench_<name>.py."""
     return {p.stem[len("bench_"):]: p for p in sorted(BENCH_DIR.glob("bench_*.py"))}
-
-
-def machine_info() -> dict:
-    """CPU count, library versions, date and load average at the time of the call."""
-    import numpy as np
-
-    info = {
-        "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hostname": platform.node(),
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-    }
-    if "tensorflow" in sys.modules:  # a benchmark imported it; don't import it just to ask
-        info["tensorflow"] = sys.modules["tensorflow"].__version__
-    if hasattr(os, "getloadavg"):
-        info["loadavg_1min"] = round(os.getloadavg()[0], 2)
-    return info
 
 
 def _json_default(o):
@@ -161,9 +144,6 @@ def main(argv=None) -> int:
     out_dir = a.out if a.out is not None else (None if a.quick else RESULTS_DIR)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-    if str(REPO_ROOT) not in sys.path:  # a fresh clone without `pip install -e .`
-        sys.path.insert(0, str(REPO_ROOT))
-
     failed = []
     for name in a.names or list(benches):
         print(f"=== {name}", flush=True)
