@@ -350,6 +350,7 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
     if ref_dir is not None and not os.path.isdir(ref_dir):
         raise DataError(f"{ref_dir}: reference metadata folder not found")
     stems = output_stems(audio_paths)
+    check_audio_files(audio_paths)  # readable, 4 channels: before the model is loaded
     model = load_model(model_path, num_threads=num_threads)
     cfg = model.feature_cfg
     if channel_order == "fuma" and cfg.fmt != "foa":

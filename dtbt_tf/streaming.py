@@ -372,6 +372,7 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
     if channel_order not in CHANNEL_ORDERS:
         raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
     stems = output_stems(audio_paths)
+    check_audio_files(audio_paths)  # readable, 4 channels: before the model is loaded
     localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold, tracking)
     cfg = localizer.cfg
     if channel_order == "fuma" and cfg.fmt != "foa":

@@ -188,3 +188,18 @@ def test_audio_info(tmp_path):
     info = audio_info(path)
     assert (info.sample_rate, info.channels, info.frames, info.format) == (44100, 4, 22050, "FLAC")
     assert info.duration_s == pytest.approx(0.5) and os.path.samefile(info.path, path)
+
+
+@pytest.mark.parametrize("case", ["stereo", "missing", "not_audio"])
+def test_offline_and_streaming_check_audio_before_loading_the_model(tmp_path, case):
+    """A bad audio file is named even when the model path is bad too: the files are checked first."""
+    from dtbt_tf.inference import infer_files
+    from dtbt_tf.streaming import stream_files
+
+    make, expected = BAD_FILES[case]
+    path = make(tmp_path)
+    for call in (infer_files, stream_files):
+        with pytest.raises(DataError) as e:
+            call([path], str(tmp_path / "no_model"), str(tmp_path / "out"))
+        assert str(e.value).startswith(f"{path}: ") and expected in str(e.value)
+    assert not (tmp_path / "out").exists()

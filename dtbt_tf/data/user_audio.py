@@ -75,9 +75,10 @@ def audio_info(path: str) -> AudioInfo:
     return info
 
 
-def check_audio_files(paths, frame_samples: int, sample_rate: int = SAMPLE_RATE) -> list[AudioInfo]:
+def check_audio_files(paths, frame_samples: int = 0, sample_rate: int = SAMPLE_RATE) -> list[AudioInfo]:
     """:func:`audio_info` of every file, checked before anything is written: 4 channels and at least one label
-    frame (``frame_samples`` at ``sample_rate``, after resampling); DataError naming the file otherwise."""
+    frame (``frame_samples`` at ``sample_rate``, after resampling; 0: no length check, for a check before the
+    model, which knows the frame, is loaded); DataError naming the file otherwise."""
     infos = [audio_info(p) for p in paths]
     for p, info in zip(paths, infos):
         if info.channels != N_CHANNELS:
