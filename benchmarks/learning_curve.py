@@ -484,7 +484,7 @@ def run_budget(args, source: dict, hours: str, log) -> dict:
 # Result, plot
 
 
-def result_json(args, argv, source: dict, budgets: list[dict], wall: float, load_start) -> dict:
+def result_json(args, argv, source: dict, budgets: list[dict], wall: float, load_start, name: str) -> dict:
     train = source["shards"]["train"]
     rows = [{"hours": b["hours"], "train_files": b["train_files"], "step": p["step"],
              **{k: p[k] for k in ROW_KEYS}, "train_wall_s": p["train_wall_s"], "train_cpu_s": p["train_cpu_s"]}
@@ -497,7 +497,7 @@ def result_json(args, argv, source: dict, budgets: list[dict], wall: float, load
              f"(order {args.order}) with the source's normalisation; LE in degrees, LF1 and MOTA fractions; "
              "train_*_s: cumulative seconds without the test evaluations. Command: "
              f"`{_command(argv)}`.")
-    return {"name": "learning_curve", "notes": notes, "rows": rows, "command": _command(argv),
+    return {"name": name, "notes": notes, "rows": rows, "command": _command(argv),
             "date": time.strftime("%Y-%m-%d"), "quick": False, "wall_s": round(wall, 1), "machine": machine,
             "data": {"dir": source["dir"], "manifest": source["manifest_path"], "manifest_sha256": source["sha256"],
                      "source": source["manifest"].get("source"), "train_shards": len(train),
@@ -588,7 +588,9 @@ def main(argv=None) -> int:
         with FolderLock(args.out, "learning-curve benchmark", log=log):
             for hours in sorted(args.hours, key=lambda h: math.inf if h == "all" else float(h)):
                 budgets.append(run_budget(args, source, hours, log))
-                result = result_json(args, argv, source, budgets, time.perf_counter() - t0, load_start)
+                # named after its file, so several curves get their own sections in results/README.md
+                result = result_json(args, argv, source, budgets, time.perf_counter() - t0, load_start,
+                                     os.path.splitext(os.path.basename(json_path))[0])
                 atomic_write_text(json_path, json.dumps(result, indent=1) + "\n")  # kept if a later budget dies
         if args.plot:
             plot(result, args.plot)

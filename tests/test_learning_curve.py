@@ -88,7 +88,7 @@ def test_curve_per_budget_and_reuse(features):
     rc, stdout, err = _run(*args)
     assert rc == 0, err[-3000:]
     result = json.load(open(result_path))
-    assert result["name"] == "learning_curve" and result["command"].startswith("python benchmarks/learning_curve.py")
+    assert result["name"] == "lc" and result["command"].startswith("python benchmarks/learning_curve.py")
     assert result["data"]["train_files"] == 4 and len(result["data"]["manifest_sha256"]) == 64
     small, full = result["budgets"]
     assert (small["hours_requested"], full["hours_requested"]) == ("0.0017", "all")
