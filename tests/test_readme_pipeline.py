@@ -15,7 +15,8 @@ from dtbt_tf import cli
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
-COMMANDS = [line for line in README.splitlines() if line.startswith("python scripts/")]
+COMMANDS = [line for line in README.replace("\\\n", " ").splitlines()  # a command continued with "\" is one line
+            if line.startswith("python scripts/")]
 TINY = re.search(r"<!-- tiny-pipeline:begin -->\n```bash\n(.*?)```\n<!-- tiny-pipeline:end -->", README, re.S)
 
 
