@@ -176,6 +176,19 @@ def _tracks_png(path: str, name: str, doa, act, labels, inference, title: str) -
     plot_tracks(meta, path, ref=labels_to_metadata(labels), title=f"{name}: {title}", n_frames=len(act))
 
 
+class RunProgbar(keras.callbacks.ProgbarLogger):
+    """Keras' progress output with the run's epoch count: training calls ``fit`` once per epoch, so Keras' own
+    logger would print "Epoch e/e" (and nothing for the first epoch) instead of "Epoch e/E"."""
+
+    def __init__(self, epochs: int):
+        super().__init__()
+        self.run_epochs = epochs
+
+    def set_params(self, params):
+        super().set_params(params)
+        self.epochs = self.run_epochs
+
+
 class RunCallback(keras.callbacks.Callback):
     """Per epoch: validation metrics on whole recordings (added to the logs as val_LE, val_LR, ...), a track
     image to TensorBoard, best.keras by validation LE, and the resumable checkpoint. Files are written by the
@@ -239,6 +252,8 @@ def fit_run(cfg: RunConfig, run_dir: str, doanet, trainer, strategy, steps_per_e
     initial_epoch = int(ckpt.epoch.numpy())
     if initial_epoch < cfg.train.epochs:
         all_callbacks = [RunCallback(run_dir, cfg, doanet, ckpt, manager, chief), *callbacks]
+        if verbose:
+            all_callbacks.append(RunProgbar(cfg.train.epochs))
         if chief:
             all_callbacks.append(keras.callbacks.TensorBoard(os.path.join(run_dir, "tb"), write_graph=False))
         log(f"training {cfg.loss.name} on {cfg.data_dir}: {steps_per_epoch} steps of {cfg.train.batch_size} per "

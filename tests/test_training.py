@@ -217,11 +217,14 @@ class _FailAt(keras.callbacks.Callback):
 
 
 @pytest.mark.slow  # two three-epoch trainings
-def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path):
-    """Killed in epoch 2 of 3 and resumed with no other flag: the same weights and best epoch as without the kill."""
+def test_resumed_run_equals_the_uninterrupted_run(tiny, tmp_path, capsys):
+    """Killed in epoch 2 of 3 and resumed with no other flag: the same weights and best epoch as without the kill.
+    The progress lines count the run's epochs ("Epoch 2/3"), though fit runs one epoch at a time."""
     cfg = run_config(tiny["hnet"], epochs=3, batch_size=1)  # several steps per epoch
     clean = str(tmp_path / "clean")
-    train_run(cfg, out=clean, data=tiny["root"], **QUIET)
+    train_run(cfg, out=clean, data=tiny["root"], verbose=2, log=lambda *a: None)
+    printed = capsys.readouterr().out
+    assert all(f"Epoch {e}/3" in printed for e in (1, 2, 3)), printed[-2000:]
     broken = str(tmp_path / "broken")
     with pytest.raises(RuntimeError, match="injected"):
         train_run(cfg, out=broken, data=tiny["root"], callbacks=[_FailAt(1, 1)], **QUIET)
