@@ -56,9 +56,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # a fresh clone without `pip install -e .`
 
 from dtbt_tf import cli  # noqa: E402  (light: no TensorFlow import)
-from dtbt_tf.machine import machine_info  # noqa: E402
 from dtbt_tf.config import (ARCHS, ConfigError, DoanetConfig, FeatureConfig, InferenceConfig, LossConfig,  # noqa: E402
                             RunConfig, TrainSettings, atomic_write_text, from_dict)
+from dtbt_tf.machine import machine_info  # noqa: E402
 
 CURVE_KEYS = ("LE", "LE_poly1", "LE_poly2", "LR", "LP", "LF1", "MOTA", "IDS", "frames_poly1", "frames_poly2")
 ROW_KEYS = ("LE", "LE_poly1", "LE_poly2", "LF1", "MOTA")

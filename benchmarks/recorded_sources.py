@@ -47,9 +47,9 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)  # a fresh clone without `pip install -e .`
 
 from dtbt_tf import cli  # noqa: E402  (light: no TensorFlow import)
-from dtbt_tf.machine import machine_info  # noqa: E402
 from dtbt_tf.config import (TRAIN_PRESETS, ConfigError, DoanetConfig, FeatureConfig, InferenceConfig,  # noqa: E402
                             LossConfig, RunConfig, TrainSettings)
+from dtbt_tf.machine import machine_info  # noqa: E402
 
 TRAIN_SOURCES = ("procedural", "recorded", "mixed")
 TEST_SOURCES = ("procedural", "recorded")

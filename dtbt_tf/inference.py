@@ -28,7 +28,8 @@ from dtbt_tf.artifacts import (RUN_CONFIG, SIDECAR, inference_config_from, load_
                                saved_model_version_dir, tflite_sidecar_path)
 from dtbt_tf.config import ConfigError, FeatureConfig, InferenceConfig, from_dict
 from dtbt_tf.data.dcase import DataError, Metadata, read_metadata, write_metadata
-from dtbt_tf.data.user_audio import CHANNEL_ORDERS, check_audio_files, iter_user_audio, resample_note
+from dtbt_tf.data.user_audio import (CHANNEL_ORDERS, check_audio_files, check_long_enough, iter_user_audio,
+                                     resample_note)
 from dtbt_tf.features import N_AUDIO_CHANNELS, features_numpy
 from dtbt_tf.plots import plot_tracks
 from dtbt_tf.tracks import bridge_gaps, track_ids
@@ -350,13 +351,13 @@ def infer_files(audio_paths: Sequence[str], model_path: str, out_dir: str, plot:
     if ref_dir is not None and not os.path.isdir(ref_dir):
         raise DataError(f"{ref_dir}: reference metadata folder not found")
     stems = output_stems(audio_paths)
-    check_audio_files(audio_paths)  # readable, 4 channels: before the model is loaded
+    infos = check_audio_files(audio_paths)
     model = load_model(model_path, num_threads=num_threads)
     cfg = model.feature_cfg
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
     inference = model.inference.with_overrides(threshold, tracking)
-    infos = check_audio_files(audio_paths, cfg.hop_length * cfg.label_hop_frames, cfg.sample_rate)
+    check_long_enough(audio_paths, infos, cfg.hop_length * cfg.label_hop_frames, cfg.sample_rate)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for p, stem, info in zip(audio_paths, stems, infos):

@@ -364,7 +364,8 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
     rate, resampled; channel_order 'fuma' for FuMa FOA); every input is checked before anything is written.
     Returns the written paths.
     """
-    from dtbt_tf.data.user_audio import CHANNEL_ORDERS, check_audio_files, iter_user_audio, resample_note
+    from dtbt_tf.data.user_audio import (CHANNEL_ORDERS, check_audio_files, check_long_enough, iter_user_audio,
+                                         resample_note)
     from dtbt_tf.inference import output_stems
 
     if not audio_paths:
@@ -372,12 +373,12 @@ def stream_files(audio_paths: Sequence[str], model_path: str, out_dir: str, real
     if channel_order not in CHANNEL_ORDERS:
         raise ConfigError(f"unknown channel order {channel_order!r}; expected one of {CHANNEL_ORDERS}")
     stems = output_stems(audio_paths)
-    check_audio_files(audio_paths)  # readable, 4 channels: before the model is loaded
+    infos = check_audio_files(audio_paths)
     localizer = StreamingLocalizer(load_streaming_model(model_path, num_threads), threshold, tracking)
     cfg = localizer.cfg
     if channel_order == "fuma" and cfg.fmt != "foa":
         raise ConfigError(f"{model_path}: --channel-order fuma applies to FOA models, this one is {cfg.fmt}")
-    infos = check_audio_files(audio_paths, localizer.frame_samples, cfg.sample_rate)
+    check_long_enough(audio_paths, infos, localizer.frame_samples, cfg.sample_rate)
     os.makedirs(out_dir, exist_ok=True)
     written = []
     for p, stem, info in zip(audio_paths, stems, infos):

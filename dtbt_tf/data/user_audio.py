@@ -75,17 +75,22 @@ def audio_info(path: str) -> AudioInfo:
     return info
 
 
-def check_audio_files(paths, frame_samples: int = 0, sample_rate: int = SAMPLE_RATE) -> list[AudioInfo]:
-    """:func:`audio_info` of every file, checked before anything is written: 4 channels and at least one label
-    frame (``frame_samples`` at ``sample_rate``, after resampling; 0: no length check, for a check before the
-    model, which knows the frame, is loaded); DataError naming the file otherwise."""
+def check_audio_files(paths) -> list[AudioInfo]:
+    """:func:`audio_info` of every file, checked before anything is written (and before a model is loaded, so a
+    bad file is named at once): readable, 4 channels; DataError naming the file otherwise."""
     infos = [audio_info(p) for p in paths]
     for p, info in zip(paths, infos):
         if info.channels != N_CHANNELS:
             raise DataError(f"{p}: {info.channels} channel{'s' if info.channels != 1 else ''}, expected {N_CHANNELS}")
+    return infos
+
+
+def check_long_enough(paths, infos: list[AudioInfo], frame_samples: int, sample_rate: int = SAMPLE_RATE) -> None:
+    """Each file (its :func:`check_audio_files` info) holds at least one label frame of the model:
+    ``frame_samples`` at ``sample_rate``, after resampling; DataError naming the file otherwise."""
+    for p, info in zip(paths, infos):
         if info.frames * sample_rate < frame_samples * info.sample_rate:
             raise DataError(f"{p}: shorter than one 100 ms frame ({info.frames} samples)")
-    return infos
 
 
 def resample_note(info: AudioInfo, sample_rate: int = SAMPLE_RATE) -> str | None:
